@@ -1,0 +1,251 @@
+"""The only module that speaks HTTP: session, auth, timeouts, retries and rate-limit headers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+from tenacity.stop import stop_base
+
+from etl import __version__
+from etl.errors import ApiError, AuthError, NotFoundError, RetryableApiError
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = f"do-image-actions/{__version__}"
+# 429 is the rate-limit answer; 5xx are transient server faults (501 is not: it never heals).
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Network faults and bodies cut short are as transient as a 503.
+TRANSIENT_ERRORS = (
+    RetryableApiError,
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+BACKOFF_MULTIPLIER = 0.5  # first backoff 0.5 s, then 1, 2, 4 ... up to max_retry_wait
+
+
+@dataclass
+class ClientStats:
+    """What the client spent: requests made, retries, seconds slept on rate limits."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limit_wait: float = 0.0
+    ratelimit_remaining: int | None = None
+    ratelimit_limit: int | None = None
+    ratelimit_reset: float | None = None
+
+
+def _header_number(headers: Mapping[str, str], name: str) -> float | None:
+    value = headers.get(name)  # requests' headers are case-insensitive
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _error_detail(response: requests.Response) -> tuple[str, str | None]:
+    """Return 'status id: message' and the request id from an error response."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        detail = f"{response.status_code} {body.get('id', '')}: {body.get('message', '')}".strip()
+        request_id = body.get("request_id")
+        return detail, request_id if isinstance(request_id, str) else None
+    return f"{response.status_code} {response.reason}", None
+
+
+class stop_when_waits_exceed(stop_base):  # named like tenacity's own stops
+    """Stop when the waits scheduled so far plus the next one would pass a bound.
+
+    It counts scheduled waits, not wall time, so the bound holds with any sleep function.
+    """
+
+    def __init__(self, max_total_wait: float) -> None:
+        self.max_total_wait = max_total_wait
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        """Return whether to stop retrying."""
+        return retry_state.idle_for + (retry_state.upcoming_sleep or 0.0) > self.max_total_wait
+
+
+class ApiClient:
+    """A DigitalOcean API client bound to one origin and one token for one run."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: str,
+        timeout: float = 30.0,
+        max_attempts: int = 6,
+        max_retry_wait: float = 120.0,
+        max_total_wait: float = 600.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._origin = urlsplit(self.base_url)[:2]
+        self._timeout = timeout
+        self._max_retry_wait = max_retry_wait
+        self._sleep = sleep
+        self._clock = clock
+        self.stats = ClientStats()
+        self._session = session or requests.Session()
+        self._session.headers.update(
+            {
+                "Authorization": f"Bearer {token}",
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+            }
+        )
+        self._retrying = Retrying(
+            retry=retry_if_exception_type(TRANSIENT_ERRORS),
+            wait=self._wait,
+            stop=stop_after_attempt(max_attempts) | stop_when_waits_exceed(max_total_wait),
+            sleep=self._record_sleep,
+            before_sleep=self._before_sleep,
+            reraise=True,  # callers see the real error, not tenacity.RetryError
+        )
+        self._backoff = wait_exponential(multiplier=BACKOFF_MULTIPLIER, max=max_retry_wait)
+        self._last_wait_was_rate_limit = False
+
+    def url_for(self, path: str) -> str:
+        """Return the absolute URL of an API path such as ``/v2/images``."""
+        return self.base_url + path
+
+    def get_json(self, url: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Return the JSON object at ``url`` (absolute, on our origin), retrying transient faults.
+
+        Raises:
+            ApiError: the origin is foreign, the status is fatal, or retries ran out.
+        """
+        if urlsplit(url)[:2] != self._origin:
+            raise ApiError(
+                f"refusing to request {urlsplit(url).netloc or url}: only {self.base_url} "
+                "may receive the token"
+            )
+        result: dict[str, Any] = self._retrying(self._get_once, url, params)
+        return result
+
+    def close(self) -> None:
+        """Close the HTTP session and its pooled connections."""
+        self._session.close()
+
+    def _get_once(self, url: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        self.stats.requests += 1
+        response = self._session.get(url, params=params, timeout=self._timeout)
+        self._note_rate_limit(response.headers)
+        where = urlsplit(response.url).path + (
+            "?" + urlsplit(response.url).query if urlsplit(response.url).query else ""
+        )
+        if response.status_code == 200:
+            try:
+                body = response.json()
+            except ValueError:
+                raise RetryableApiError(
+                    f"GET {where} answered 200 with a body that is not complete JSON",
+                    status=200,
+                    url=where,
+                ) from None
+            if not isinstance(body, dict):
+                raise ApiError(f"GET {where} answered with JSON that is not an object", url=where)
+            return body
+        detail, request_id = _error_detail(response)
+        suffix = f" [request_id {request_id}]" if request_id else ""
+        status = response.status_code
+        if status in RETRYABLE_STATUSES:
+            raise RetryableApiError(
+                f"GET {where} failed ({detail}){suffix}",
+                status=status,
+                url=where,
+                request_id=request_id,
+                wait_hint=self._wait_hint(response),
+            )
+        if status == 401:
+            raise AuthError(
+                f"the API refused the token ({detail}){suffix}; check that the token is valid "
+                "and not expired",
+                status=status,
+                url=where,
+                request_id=request_id,
+            )
+        if status == 403:
+            raise AuthError(
+                f"the token may not read {where} ({detail}){suffix}; give it the image:read scope",
+                status=status,
+                url=where,
+                request_id=request_id,
+            )
+        error = NotFoundError if status == 404 else ApiError
+        raise error(
+            f"GET {where} failed ({detail}){suffix}",
+            status=status,
+            url=where,
+            request_id=request_id,
+        )
+
+    def _note_rate_limit(self, headers: Mapping[str, str]) -> None:
+        remaining = _header_number(headers, "ratelimit-remaining")
+        limit = _header_number(headers, "ratelimit-limit")
+        reset = _header_number(headers, "ratelimit-reset")
+        if remaining is not None:
+            self.stats.ratelimit_remaining = int(remaining)
+        if limit is not None:
+            self.stats.ratelimit_limit = int(limit)
+        if reset is not None:
+            self.stats.ratelimit_reset = reset
+
+    def _wait_hint(self, response: requests.Response) -> float | None:
+        """Return how long the server asked us to wait, if it said so."""
+        retry_after = _header_number(response.headers, "retry-after")
+        if retry_after is not None:
+            return max(retry_after, 0.0)
+        if response.status_code == 429:
+            # An hourly 429 has no retry-after: the budget frees up at ratelimit-reset.
+            reset = _header_number(response.headers, "ratelimit-reset")
+            if reset is not None:
+                return max(reset - self._clock(), 0.0)
+        return None
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        hint = error.wait_hint if isinstance(error, RetryableApiError) else None
+        self._last_wait_was_rate_limit = isinstance(error, RetryableApiError) and (
+            error.status == 429
+        )
+        if hint is not None:
+            return min(hint, self._max_retry_wait)
+        return float(self._backoff(state))
+
+    def _record_sleep(self, seconds: float) -> None:
+        if self._last_wait_was_rate_limit:
+            self.stats.rate_limit_wait += seconds
+        self._sleep(seconds)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        self.stats.retries += 1
+        error = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        logger.warning(
+            "attempt %d failed (%s); retrying in %.1f s", state.attempt_number, error, wait
+        )

@@ -1,0 +1,66 @@
+"""Open engines for any SQLAlchemy URL and turn driver failures into one clear sentence."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
+
+from etl.config import mask_database_url
+from etl.errors import DatabaseError
+
+DRIVER_EXTRAS = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # wait for a reader's lock instead of failing at once
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets auditors read while a sync writes; the busy timeout rides out short locks.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def open_engine(url: str) -> Engine:
+    """Return an engine for ``url``; SQLite gets WAL mode and a busy timeout.
+
+    Raises:
+        DatabaseError: the URL's driver is not installed.
+    """
+    parsed = make_url(url)
+    try:
+        engine = create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
+    except (NoSuchModuleError, ModuleNotFoundError) as exc:
+        extra = DRIVER_EXTRAS.get(parsed.get_backend_name())
+        hint = f"pip install 'do-image-actions[{extra}]'" if extra else "install its driver"
+        raise DatabaseError(f"no driver for {mask_database_url(url)} ({exc}); {hint}") from None
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def describe_failure(exc: SQLAlchemyError) -> str:
+    """Return the driver's own first line for a failure, without SQL or parameters."""
+    original = getattr(exc, "orig", None) or exc
+    text = str(original).strip().splitlines()[0] if str(original).strip() else ""
+    return f"{type(original).__name__}: {text}"[:300]
+
+
+@contextlib.contextmanager
+def translate_errors(url: str) -> Iterator[None]:
+    """Re-raise SQLAlchemy failures inside the block as one-sentence DatabaseErrors.
+
+    Raises:
+        DatabaseError: any SQLAlchemy error in the block.
+    """
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        raise DatabaseError(
+            f"database {mask_database_url(url)} failed ({describe_failure(exc)}); check that it "
+            "is reachable and writable, then run again: rows already committed are kept"
+        ) from exc

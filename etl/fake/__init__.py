@@ -1,0 +1,6 @@
+"""A fake DigitalOcean API for the demo, the tests and the benchmark."""
+
+from etl.fake.server import FakeApi, Fault
+from etl.fake.world import World
+
+__all__ = ["FakeApi", "Fault", "World"]

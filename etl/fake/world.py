@@ -1,0 +1,155 @@
+"""A deterministic, realistic set of images and image actions for the fake API."""
+
+from __future__ import annotations
+
+import copy
+import random
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+FIRST_ACTION_ID = 3_169_590_176  # ids past 2^31 are what production sends today
+FIRST_IMAGE_ID = 62_137_902
+EPOCH = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+SIZES = ["s-1vcpu-1gb", "s-1vcpu-2gb", "s-2vcpu-2gb", "s-2vcpu-4gb", "s-4vcpu-8gb"]
+FEATURES = ["private_networking", "backups", "ipv6", "metadata", "install_agent", "storage"]
+REGIONS = [
+    {"name": "New York 3", "slug": "nyc3"},
+    {"name": "Amsterdam 3", "slug": "ams3"},
+    {"name": "San Francisco 3", "slug": "sfo3"},
+    {"name": "Frankfurt 1", "slug": "fra1"},
+    {"name": "Singapore 1", "slug": "sgp1"},
+]
+# (type, weight): transfers dominate; destroys come with region: null.
+ACTION_TYPES = [("transfer", 6), ("convert", 2), ("create", 1), ("image_destroy", 1)]
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _region(rng: random.Random) -> dict[str, Any]:
+    base = rng.choice(REGIONS)
+    return {
+        "name": base["name"],
+        "slug": base["slug"],
+        "sizes": SIZES[: rng.randint(2, len(SIZES))],
+        "features": [*FEATURES, "image_transfer"],
+        "available": rng.random() > 0.1,
+    }
+
+
+def make_action(
+    rng: random.Random, action_id: int, image_id: int, started: datetime
+) -> dict[str, Any]:
+    """Return one action shaped like the API's, with realistic nulls and statuses."""
+    kind = rng.choices([t for t, _ in ACTION_TYPES], weights=[w for _, w in ACTION_TYPES])[0]
+    status = rng.choices(["completed", "errored", "in-progress"], weights=[90, 5, 5])[0]
+    region = None if kind == "image_destroy" else _region(rng)
+    done = started + timedelta(seconds=rng.randint(20, 900))
+    return {
+        "id": action_id,
+        "status": status,
+        "type": kind,
+        "started_at": _stamp(started),
+        "completed_at": None if status == "in-progress" else _stamp(done),
+        "resource_id": image_id,
+        "resource_type": "image",
+        "region": region,
+        "region_slug": region["slug"] if region else None,
+    }
+
+
+def make_image(image_id: int, index: int) -> dict[str, Any]:
+    """Return a private snapshot image shaped like the API's."""
+    return {
+        "id": image_id,
+        "name": f"app-{index:04d}-snapshot",
+        "type": "snapshot",
+        "distribution": "Ubuntu",
+        "slug": None,
+        "public": False,
+        "regions": ["nyc3"],
+        "created_at": _stamp(EPOCH + timedelta(hours=index)),
+        "min_disk_size": 25,
+        "size_gigabytes": 2.36,
+        "description": "",
+        "tags": [],
+        "status": "available",
+        "error_message": "",
+    }
+
+
+@dataclass
+class World:
+    """Images and their actions, newest action first; safe to change while being served."""
+
+    images: dict[int, dict[str, Any]] = field(default_factory=dict)
+    actions: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    next_action_id: int = FIRST_ACTION_ID
+    seed: int = 0
+
+    @classmethod
+    def generate(cls, *, images: int = 5, actions_per_image: int = 120, seed: int = 42) -> World:
+        """Return a world of ``images`` images with ``actions_per_image`` actions each."""
+        world = cls(seed=seed)
+        for index in range(images):
+            image_id = FIRST_IMAGE_ID + index * 1013
+            world.images[image_id] = make_image(image_id, index)
+            world.actions[image_id] = []
+            world.add_actions(image_id, actions_per_image)
+        return world
+
+    def add_actions(self, image_id: int, count: int) -> list[dict[str, Any]]:
+        """Push ``count`` new actions to the head of an image's list and return them."""
+        with self.lock:
+            rng = random.Random(f"{self.seed}:{image_id}:{self.next_action_id}")  # noqa: S311
+            listed = self.actions[image_id]
+            started = EPOCH + timedelta(minutes=len(listed) * 37)
+            new = []
+            for offset in range(count):
+                action = make_action(
+                    rng, self.next_action_id, image_id, started + timedelta(minutes=offset * 37)
+                )
+                self.next_action_id += 1
+                new.append(action)
+            listed[:0] = reversed(new)
+            return new
+
+    def complete(self, action_id: int, *, status: str = "completed") -> dict[str, Any]:
+        """Finish an action: set its status and completed_at; return it."""
+        with self.lock:
+            action = self.find(action_id)
+            action["status"] = status
+            action["completed_at"] = _stamp(
+                datetime.fromisoformat(action["started_at"]) + timedelta(minutes=5)
+            )
+            return action
+
+    def find(self, action_id: int) -> dict[str, Any]:
+        """Return the stored action with ``action_id`` (the live object, not a copy)."""
+        with self.lock:
+            for listed in self.actions.values():
+                for action in listed:
+                    if action["id"] == action_id:
+                        return action
+        raise KeyError(action_id)
+
+    def page(self, image_id: int, page: int, per_page: int) -> tuple[list[dict[str, Any]], int]:
+        """Return a deep copy of one page of an image's actions and the image's total."""
+        with self.lock:
+            listed = self.actions[image_id]
+            start = (page - 1) * per_page
+            return copy.deepcopy(listed[start : start + per_page]), len(listed)
+
+    def all_actions(self) -> list[tuple[int, dict[str, Any]]]:
+        """Return (image_id, action) for every action, as a deep copy."""
+        with self.lock:
+            return [
+                (image_id, copy.deepcopy(action))
+                for image_id, listed in self.actions.items()
+                for action in listed
+            ]

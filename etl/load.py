@@ -1,0 +1,89 @@
+"""Write rows with each dialect's native upsert; never creates tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Connection, Insert, select
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+from etl.errors import DatabaseError
+from etl.schema import image_actions
+from etl.transform import ActionRow
+
+# An upsert rewrites what the API said and changed_at; first_seen_at is set once, on insert.
+UPDATE_COLUMNS = tuple(
+    column.name for column in image_actions.columns if column.name not in ("id", "first_seen_at")
+)
+
+
+@dataclass
+class UpsertCounts:
+    """How many distinct rows an upsert inserted, updated, or found unchanged."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def __add__(self, other: UpsertCounts) -> UpsertCounts:
+        return UpsertCounts(
+            self.inserted + other.inserted,
+            self.updated + other.updated,
+            self.unchanged + other.unchanged,
+        )
+
+
+@cache
+def upsert_statement(dialect_name: str) -> Insert:
+    """Return the dialect's own INSERT ... ON CONFLICT / ON DUPLICATE KEY for image_actions.
+
+    Raises:
+        DatabaseError: the dialect has no native upsert we support.
+    """
+    if dialect_name in ("sqlite", "postgresql"):
+        module: Any = sqlite if dialect_name == "sqlite" else postgresql
+        stmt = module.insert(image_actions)
+        return stmt.on_conflict_do_update(  # type: ignore[no-any-return]
+            index_elements=[image_actions.c.id],
+            set_={name: stmt.excluded[name] for name in UPDATE_COLUMNS},
+        )
+    if dialect_name in ("mysql", "mariadb"):
+        my_stmt = mysql.insert(image_actions)
+        return my_stmt.on_duplicate_key_update(
+            {name: my_stmt.inserted[name] for name in UPDATE_COLUMNS}
+        )
+    raise DatabaseError(
+        f"database dialect {dialect_name!r} is not supported; use SQLite, PostgreSQL, "
+        "MySQL or MariaDB"
+    )
+
+
+def upsert_actions(conn: Connection, rows: Sequence[ActionRow], *, now: datetime) -> UpsertCounts:
+    """Insert new actions and rewrite changed ones; leave unchanged rows untouched.
+
+    One read of the stored fingerprints and one batched upsert per call. Duplicate ids in
+    ``rows`` (pages shift while data changes) are folded: the last occurrence wins.
+    """
+    latest = {row["id"]: row for row in rows}
+    if not latest:
+        return UpsertCounts()
+    query = select(image_actions.c.id, image_actions.c.content_hash).where(
+        image_actions.c.id.in_(latest)
+    )
+    stored: dict[int, str] = dict(conn.execute(query).all())
+    writes: list[dict[str, Any]] = []
+    inserted = 0
+    for action_id, row in latest.items():
+        known = stored.get(action_id)
+        if known == row["content_hash"]:
+            continue
+        inserted += known is None
+        writes.append({**row, "first_seen_at": now, "changed_at": now})
+    if writes:
+        conn.execute(upsert_statement(conn.dialect.name), writes)
+    updated = len(writes) - inserted
+    return UpsertCounts(inserted, updated, len(latest) - len(writes))

@@ -1,0 +1,83 @@
+"""Bring a database's schema to the newest Alembic revision shipped with the tool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+from etl.errors import DatabaseError
+
+
+def migrations_dir() -> Path:
+    """Return the migrations folder: inside the installed package, or beside it in a checkout.
+
+    Raises:
+        DatabaseError: neither place holds the migrations.
+    """
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "migrations", here.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise DatabaseError("the migrations folder is missing; reinstall do-image-actions")
+
+
+def alembic_config() -> Config:
+    """Return an Alembic config that needs no alembic.ini."""
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    return config
+
+
+def head_revision() -> str:
+    """Return the newest revision this version of the tool ships."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise DatabaseError("no migration revisions found; reinstall do-image-actions")
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """Return the database's Alembic revision, or None for an empty database."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Run the migrations up to ``revision`` in one transaction where the dialect allows."""
+    config = alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+
+
+def ensure_schema(engine: Engine, *, auto_migrate: bool) -> str:
+    """Return the head revision once the database is at it, upgrading when allowed.
+
+    Raises:
+        DatabaseError: the database is behind and auto_migrate is off, or it carries a
+            revision this version does not know (a newer tool migrated it).
+    """
+    head = head_revision()
+    current = current_revision(engine)
+    if current == head:
+        return head
+    known = {
+        script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+    }
+    if current is not None and current not in known:
+        raise DatabaseError(
+            f"the database is at schema revision {current!r}, which this version of "
+            "do-image-actions does not know; upgrade the tool"
+        )
+    if not auto_migrate:
+        raise DatabaseError(
+            f"the database schema is at {current or 'nothing'}, not {head}; "
+            "run 'do-image-actions migrate' first"
+        )
+    upgrade(engine)
+    return head

@@ -1,0 +1,88 @@
+"""The only table definitions; migrations/env.py and load.py import them from here."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    MetaData,
+    String,
+    Table,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC on every dialect and read back timezone-aware.
+
+    SQLite and MariaDB have no zone-aware type, so they store naive UTC; MariaDB also
+    needs DATETIME(6) to keep fractions of a second.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        """Pick DATETIME(6) on MySQL/MariaDB, the zone-aware DateTime elsewhere."""
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert to UTC; naive values are refused because their zone is unknown."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("UtcDateTime refuses naive datetimes; attach a timezone")
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Return an aware UTC datetime."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+image_actions = Table(
+    "image_actions",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("image_id", BigInteger, nullable=False),
+    Column("status", String(255)),
+    Column("type", String(255)),
+    Column("started_at", UtcDateTime),
+    Column("completed_at", UtcDateTime),
+    Column("resource_id", BigInteger),
+    Column("resource_type", String(255)),
+    Column("region_slug", String(255)),
+    Column("region_name", String(255)),
+    Column("region_available", Boolean),
+    Column("region_features", JSON),
+    Column("region_sizes", JSON),
+    Column("payload", JSON, nullable=False),
+    Column("content_hash", String(32), nullable=False),
+    Column("first_seen_at", UtcDateTime, nullable=False),
+    Column("changed_at", UtcDateTime, nullable=False),
+    Index(None, "image_id", "status"),
+    comment="One row per DigitalOcean image action, keyed on the API's action id.",
+)

@@ -1,0 +1,65 @@
+"""Shared fixtures: a loopback fake API, API clients that never sleep, fresh databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from etl.client import ApiClient
+from etl.database import open_engine
+from etl.fake import FakeApi, World
+from etl.migrate import upgrade
+from tests.databases import DIALECTS, fresh_database
+
+TOKEN = "dop_v1_testtoken_0123456789abcdef0123456789abcdef"
+
+
+class RecordingSleep:
+    """A sleep that records how long it was asked to wait and returns at once."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+@pytest.fixture
+def world() -> World:
+    return World.generate(images=3, actions_per_image=45, seed=7)
+
+
+@pytest.fixture
+def api(world: World) -> Iterator[FakeApi]:
+    with FakeApi(world, token=TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+def sleep() -> RecordingSleep:
+    return RecordingSleep()
+
+
+@pytest.fixture
+def client(api: FakeApi, sleep: RecordingSleep) -> Iterator[ApiClient]:
+    client = ApiClient(base_url=api.url, token=TOKEN, timeout=2.0, max_attempts=4, sleep=sleep)
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=DIALECTS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with fresh_database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on a fresh database migrated to head by the real migrations."""
+    engine = open_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()

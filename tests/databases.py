@@ -1,0 +1,57 @@
+"""Create and drop throwaway databases on the local SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+# Admin URLs of the servers CI provides; override them to test elsewhere.
+SERVERS = {
+    "postgresql": os.environ.get(
+        "DO_IMAGE_ACTIONS_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    ),
+    "mariadb": os.environ.get(
+        "DO_IMAGE_ACTIONS_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
+    ),
+}
+START_HINTS = {
+    "postgresql": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+    "mariadb": "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd",
+}
+DIALECTS = ("sqlite", "postgresql", "mariadb")
+
+
+@contextmanager
+def fresh_database(dialect: str, tmp_path: Path) -> Iterator[str]:
+    """Yield the URL of a new, empty database of ``dialect``; drop it afterwards."""
+    if dialect == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    admin_url = make_url(SERVERS[dialect])
+    name = f"dia_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+    except OperationalError as exc:
+        admin.dispose()
+        # A required service is down: fail loudly; CI must never skip these.
+        pytest.fail(
+            f"{dialect} is not reachable at {admin_url.render_as_string()} ({exc.orig}); "
+            f"start it with: {START_HINTS[dialect]}"
+        )
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            force = " WITH (FORCE)" if dialect == "postgresql" else ""
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name}{force}"))
+        admin.dispose()

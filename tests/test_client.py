@@ -1,0 +1,184 @@
+"""The HTTP client against the loopback fake: classification, retries, waits, origin guard."""
+
+from __future__ import annotations
+
+import pytest
+
+from etl.client import ApiClient
+from etl.errors import ApiError, AuthError, NotFoundError, RetryableApiError
+from etl.fake import FakeApi, Fault
+from tests.conftest import TOKEN, RecordingSleep
+
+
+def actions_url(api: FakeApi) -> str:
+    image_id = next(iter(api.world.actions))
+    return f"{api.url}/v2/images/{image_id}/actions"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(Fault("status", 429, headers={"retry-after": "7"}), id="429-retry-after"),
+        pytest.param(Fault("status", 500), id="500"),
+        pytest.param(Fault("status", 502), id="502"),
+        pytest.param(Fault("status", 503), id="503"),
+        pytest.param(Fault("status", 504), id="504"),
+        pytest.param(Fault("reset"), id="connection-reset"),
+        pytest.param(Fault("truncated"), id="truncated-body"),
+        pytest.param(Fault("not_json"), id="not-json-200"),
+    ],
+)
+def test_get_json_retries_transient_fault_then_succeeds(
+    api: FakeApi, client: ApiClient, sleep: RecordingSleep, fault: Fault
+) -> None:
+    api.faults.extend([fault, fault])
+
+    body = client.get_json(actions_url(api), {"per_page": 200})
+
+    assert len(body["actions"]) == 45
+    assert len(api.served) == 3
+    assert client.stats.requests == 3
+    assert client.stats.retries == 2
+    assert len(sleep.calls) == 2
+
+
+def test_get_json_retries_a_stall_past_the_timeout(api: FakeApi, sleep: RecordingSleep) -> None:
+    client = ApiClient(base_url=api.url, token=TOKEN, timeout=0.3, max_attempts=3, sleep=sleep)
+    api.faults.append(Fault("stall", seconds=1.0))
+
+    body = client.get_json(actions_url(api))
+
+    assert body["meta"] == {"total": 45}
+    assert client.stats.requests == 2
+    assert client.stats.retries == 1
+    client.close()
+
+
+def test_get_json_waits_what_retry_after_says(
+    api: FakeApi, client: ApiClient, sleep: RecordingSleep
+) -> None:
+    api.faults.append(Fault("status", 429, headers={"retry-after": "7"}))
+
+    client.get_json(actions_url(api))
+
+    assert sleep.calls == [7.0]
+    assert client.stats.rate_limit_wait == 7.0
+
+
+def test_get_json_waits_until_ratelimit_reset_when_429_has_no_retry_after(
+    api: FakeApi, sleep: RecordingSleep
+) -> None:
+    client = ApiClient(
+        base_url=api.url, token=TOKEN, sleep=sleep, clock=lambda: 1_000_000.0, max_retry_wait=60
+    )
+    api.faults.append(Fault("status", 429, headers={"ratelimit-reset": "1000030"}))
+    api.faults.append(Fault("status", 429, headers={"ratelimit-reset": "1009999"}))
+
+    client.get_json(actions_url(api))
+
+    assert sleep.calls == [30.0, 60.0]  # the second wait is capped by max_retry_wait
+    client.close()
+
+
+def test_get_json_backs_off_exponentially_without_a_hint(
+    api: FakeApi, client: ApiClient, sleep: RecordingSleep
+) -> None:
+    api.faults.extend([Fault("status", 503)] * 3)
+
+    client.get_json(actions_url(api))
+
+    assert sleep.calls == [0.5, 1.0, 2.0]
+    assert client.stats.rate_limit_wait == 0.0
+
+
+def test_get_json_gives_up_when_attempts_run_out(
+    api: FakeApi, client: ApiClient, sleep: RecordingSleep
+) -> None:
+    api.faults.extend([Fault("status", 502)] * 10)
+
+    with pytest.raises(RetryableApiError, match=r"502 server_error.*request_id fake-502-req"):
+        client.get_json(actions_url(api))
+
+    assert len(api.served) == 4  # max_attempts
+    assert len(sleep.calls) == 3
+
+
+def test_get_json_stops_retrying_when_total_wait_would_pass_its_bound(
+    api: FakeApi, sleep: RecordingSleep
+) -> None:
+    client = ApiClient(
+        base_url=api.url, token=TOKEN, sleep=sleep, max_attempts=10, max_total_wait=5.0
+    )
+    api.faults.extend([Fault("status", 429, headers={"retry-after": "4"})] * 10)
+
+    with pytest.raises(RetryableApiError, match="429"):
+        client.get_json(actions_url(api))
+
+    assert sleep.calls == [4.0]  # a second wait of 4 s would pass the 5 s budget
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "message"),
+    [
+        pytest.param(400, ApiError, r"400 server_error", id="400"),
+        pytest.param(401, AuthError, r"refused the token .*valid and not expired", id="401"),
+        pytest.param(403, AuthError, r"image:read scope", id="403"),
+        pytest.param(404, NotFoundError, r"404 not_found", id="404"),
+        pytest.param(501, ApiError, r"501", id="501"),
+    ],
+)
+def test_get_json_fails_at_once_on_fatal_status(
+    api: FakeApi,
+    client: ApiClient,
+    sleep: RecordingSleep,
+    status: int,
+    error: type[Exception],
+    message: str,
+) -> None:
+    api.faults.append(Fault("status", status))
+
+    with pytest.raises(error, match=message) as caught:
+        client.get_json(actions_url(api))
+
+    assert type(caught.value) is error
+    assert len(api.served) == 1
+    assert sleep.calls == []
+
+
+def test_get_json_sends_bearer_token_and_user_agent(api: FakeApi, client: ApiClient) -> None:
+    client.get_json(actions_url(api))
+
+    assert api.served[0].authorized
+
+
+def test_get_json_with_a_wrong_token_is_an_auth_error(api: FakeApi, sleep: RecordingSleep) -> None:
+    client = ApiClient(base_url=api.url, token="wrong", sleep=sleep)
+
+    with pytest.raises(AuthError, match="401 unauthorized"):
+        client.get_json(actions_url(api))
+
+    client.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("https://evil.example/v2/images", id="other-host"),
+        pytest.param("https://127.0.0.1/v2/images", id="other-scheme-and-port"),
+    ],
+)
+def test_get_json_refuses_urls_off_the_configured_origin(
+    api: FakeApi, client: ApiClient, url: str
+) -> None:
+    with pytest.raises(ApiError, match=r"only .* may receive the token"):
+        client.get_json(url)
+
+    assert api.served == []
+
+
+def test_get_json_records_rate_limit_headers(api: FakeApi, client: ApiClient) -> None:
+    client.get_json(actions_url(api))
+
+    assert client.stats.ratelimit_limit == 5000
+    assert client.stats.ratelimit_remaining == 4999

@@ -1,0 +1,56 @@
+"""The Alembic history: one head, base to head, schema module equals head, down and up."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect
+
+from etl import schema
+from etl.database import open_engine
+from etl.migrate import alembic_config, current_revision, head_revision, upgrade
+
+
+def schema_diff(engine: Engine) -> list:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return compare_metadata(context, schema.metadata)
+
+
+def test_history_has_a_single_head() -> None:
+    assert len(ScriptDirectory.from_config(alembic_config()).get_heads()) == 1
+
+
+def test_upgrade_base_to_head_creates_every_table(database_url: str) -> None:
+    engine = open_engine(database_url)
+    assert current_revision(engine) is None
+
+    upgrade(engine)
+
+    assert current_revision(engine) == head_revision()
+    assert set(inspect(engine).get_table_names()) >= set(schema.metadata.tables)
+    engine.dispose()
+
+
+def test_schema_module_equals_head(engine: Engine) -> None:
+    assert schema_diff(engine) == []
+
+
+def test_downgrade_to_base_and_back_up(engine: Engine) -> None:
+    config = alembic_config()
+    scripts = ScriptDirectory.from_config(config)
+    revisions = [script.revision for script in scripts.walk_revisions()]  # head first
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        from alembic import command
+
+        for target in [*revisions[1:], "base"]:
+            command.downgrade(config, target)
+    assert set(inspect(engine).get_table_names()) - {"alembic_version"} == set()
+    assert current_revision(engine) is None
+
+    upgrade(engine)
+
+    assert current_revision(engine) == head_revision()
+    assert schema_diff(engine) == []

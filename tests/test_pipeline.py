@@ -1,0 +1,193 @@
+"""run_sync end to end: loopback fake API in, real databases out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from etl.config import Settings
+from etl.errors import AuthError, DatabaseError
+from etl.fake import FakeApi, Fault, World
+from etl.load import UpsertCounts
+from etl.pipeline import RunResult, run_sync
+from etl.transform import flatten_action
+from tests.conftest import TOKEN, RecordingSleep
+from tests.rows import read_rows, without_bookkeeping
+
+
+def settings_for(api: FakeApi, database_url: str, **changes: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "api_url": api.url,
+        "images": tuple(api.world.actions),
+        "per_page": 20,
+        "token": TOKEN,
+        **changes,
+    }
+    return Settings(**values)
+
+
+def expected_table(world: World) -> list[dict[str, Any]]:
+    """The rows a complete sync of ``world`` must leave, bookkeeping aside."""
+    rows = [flatten_action(action, image_id=image) for image, action in world.all_actions()]
+    return sorted(rows, key=lambda row: row["id"])
+
+
+def sync(api: FakeApi, database_url: str, **changes: Any) -> RunResult:
+    return run_sync(settings_for(api, database_url, **changes), sleep=RecordingSleep())
+
+
+def test_run_sync_loads_the_whole_world(api: FakeApi, engine: Engine, database_url: str) -> None:
+    run = sync(api, database_url)
+
+    assert run.outcome == "succeeded"
+    assert run.counts == UpsertCounts(inserted=135, updated=0, unchanged=0)
+    assert [(i.pages, i.requests, i.received, i.total) for i in run.images] == [(3, 3, 45, 45)] * 3
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+
+
+def test_run_sync_twice_gives_the_same_table_and_inserts_nothing(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    sync(api, database_url)
+    first = read_rows(engine)
+
+    second = sync(api, database_url)
+
+    assert second.counts == UpsertCounts(inserted=0, updated=0, unchanged=135)
+    assert read_rows(engine) == first
+
+
+def test_run_sync_picks_up_a_world_change(api: FakeApi, engine: Engine, database_url: str) -> None:
+    sync(api, database_url)
+    image_id = next(iter(api.world.actions))
+    running = next(a for _, a in api.world.all_actions() if a["status"] == "in-progress")
+    api.world.complete(running["id"])
+    api.world.add_actions(image_id, 3)
+
+    run = sync(api, database_url)
+
+    assert run.counts == UpsertCounts(inserted=3, updated=1, unchanged=134)
+    rows = read_rows(engine)
+    assert without_bookkeeping(rows) == expected_table(api.world)
+    changed = next(row for row in rows if row["id"] == running["id"])
+    assert changed["status"] == "completed"
+    assert changed["changed_at"] > changed["first_seen_at"]
+
+
+def test_run_sync_migrates_a_new_database_by_itself(api: FakeApi, database_url: str) -> None:
+    # No `engine` fixture: the database is empty, as on a first cron run.
+    run = sync(api, database_url)
+
+    assert run.outcome == "succeeded"
+
+
+def test_run_sync_without_auto_migrate_asks_for_migrate(api: FakeApi, database_url: str) -> None:
+    with pytest.raises(DatabaseError, match="run 'do-image-actions migrate' first"):
+        sync(api, database_url, auto_migrate=False)
+
+
+def test_run_sync_marks_an_image_incomplete_when_meta_total_disagrees(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    image_id = next(iter(api.world.actions))
+    api.total_override[image_id] = 46  # one action the API counts but never lists
+
+    run = sync(api, database_url)
+
+    assert run.outcome == "partial"
+    broken = run.images[0]
+    assert (broken.complete, broken.received, broken.total, broken.pages) == (False, 45, 46, 6)
+    assert all(image.ok for image in run.images[1:])
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+
+
+def test_run_sync_rescans_once_when_the_world_shifts_mid_scan(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    image_id = next(iter(api.world.actions))
+    api.world.actions = {image_id: api.world.actions[image_id]}
+    # After page 1 is served, two new actions are pushed to the head: page 2 repeats two
+    # actions of page 1 and the last two are never seen in the first scan.
+    original = api.answer
+    pushed = []
+
+    def shifting(path: str, query: dict[str, str]) -> tuple[int, dict]:
+        answer = original(path, query)
+        if query.get("page") == "1" and not pushed:
+            pushed.extend(api.world.add_actions(image_id, 2))
+        return answer
+
+    api.answer = shifting  # type: ignore[method-assign]
+
+    run = sync(api, database_url)
+
+    image = run.images[0]
+    assert (image.complete, image.received, image.total, image.pages) == (True, 47, 47, 6)
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+
+
+def test_run_sync_goes_on_past_a_missing_image(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    images = (*api.world.actions, 999)
+
+    run = sync(api, database_url, images=images)
+
+    assert run.outcome == "partial"
+    assert [image.ok for image in run.images] == [True, True, True, False]
+    assert "image 999 was not found" in (run.images[-1].error or "")
+    assert len(read_rows(engine)) == 135
+
+
+def test_run_sync_fails_when_every_image_fails(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    assert sync(api, database_url, images=(998, 999)).outcome == "failed"
+
+
+def test_run_sync_stops_at_once_on_a_refused_token(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    with pytest.raises(AuthError, match="refused the token"):
+        sync(api, database_url, token="wrong-token")
+
+    assert len(api.served) == 1
+
+
+def test_run_sync_keeps_pages_loaded_before_a_failure(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    image_id = next(iter(api.world.actions))
+    api.world.actions = {image_id: api.world.actions[image_id]}
+    # Page 2 answers a broken action: page 1 stays loaded, the image is marked failed.
+    original = api.answer
+
+    def broken_page_two(path: str, query: dict[str, str]) -> tuple[int, dict]:
+        status, body = original(path, query)
+        if query.get("page") == "2":
+            body["actions"][3] = {"id": "not-a-number"}
+        return status, body
+
+    api.answer = broken_page_two  # type: ignore[method-assign]
+
+    run = sync(api, database_url)
+
+    [image] = run.images
+    assert image.error is not None
+    assert "page 2 action 4: id must be a whole number" in image.error
+    assert (image.pages, image.counts.inserted) == (1, 20)
+    assert len(read_rows(engine)) == 20
+
+
+def test_run_sync_retries_and_counts_requests(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    api.faults.extend([Fault("status", 503), Fault("reset"), Fault("not_json")])
+
+    run = sync(api, database_url)
+
+    assert (run.outcome, run.requests, run.retries) == ("succeeded", 12, 3)
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
