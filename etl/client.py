@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,7 +21,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from etl import __version__
-from etl.errors import ApiError, AuthError, NotFoundError, RetryableApiError
+from etl.errors import ApiError, AuthError, DeferredError, NotFoundError, RetryableApiError
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class ApiClient:
         max_attempts: int = 6,
         max_retry_wait: float = 120.0,
         max_total_wait: float = 600.0,
+        min_ratelimit_remaining: int = 0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         session: requests.Session | None = None,
@@ -107,6 +109,7 @@ class ApiClient:
         self._origin = urlsplit(self.base_url)[:2]
         self._timeout = timeout
         self._max_retry_wait = max_retry_wait
+        self._min_remaining = min_ratelimit_remaining
         self._sleep = sleep
         self._clock = clock
         self.stats = ClientStats()
@@ -151,7 +154,24 @@ class ApiClient:
         """Close the HTTP session and its pooled connections."""
         self._session.close()
 
+    def _check_budget(self) -> None:
+        remaining = self.stats.ratelimit_remaining
+        if remaining is None or remaining >= self._min_remaining:
+            return
+        reset = self.stats.ratelimit_reset
+        frees = (
+            f"; it frees up from {datetime.fromtimestamp(reset, UTC):%H:%M:%S} UTC"
+            if reset is not None
+            else ""
+        )
+        raise DeferredError(
+            f"the hourly API budget is nearly spent (ratelimit-remaining {remaining} is below "
+            f"min_ratelimit_remaining {self._min_remaining}); stopping before any 429{frees}, "
+            "and the next run carries on"
+        )
+
     def _get_once(self, url: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        self._check_budget()
         self.stats.requests += 1
         response = self._session.get(url, params=params, timeout=self._timeout)
         self._note_rate_limit(response.headers)

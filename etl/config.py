@@ -25,6 +25,7 @@ ENV_PREFIX = "DO_IMAGE_ACTIONS_"
 DEFAULT_API_URL = "https://api.digitalocean.com"
 DEFAULT_DATABASE_URL = "sqlite:///do_image_actions.db"
 MAX_PER_PAGE = 200  # the API's ceiling; also 10x fewer requests than its default of 20
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     api_url: str = DEFAULT_API_URL
     images: tuple[int, ...] = ()
+    all_images: bool = False
     per_page: int = MAX_PER_PAGE
     timeout: float = 30.0
     max_attempts: int = 6
@@ -41,6 +43,10 @@ class Settings:
     max_total_wait: float = 600.0
     token_file: str | None = None
     auto_migrate: bool = True
+    min_ratelimit_remaining: int = 100
+    max_rejected: int | None = None
+    log_format: str = "text"
+    metrics_file: str | None = None
     token: str | None = field(default=None, repr=False)
 
     @property
@@ -127,11 +133,15 @@ def _check_api_url(name: str, value: Any) -> str:
     return value.rstrip("/")
 
 
-def _check_images(name: str, value: Any) -> tuple[int, ...]:
+def _check_images(name: str, value: Any) -> tuple[int, ...] | str:
+    if value == "all":
+        return "all"  # load_settings turns this into all_images = true
     if isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
     if not isinstance(value, list | tuple):
-        raise ConfigError(f"{name} must be a list of image ids such as [7555620, 62137902]")
+        raise ConfigError(
+            f'{name} must be a list of image ids such as [7555620, 62137902], or "all"'
+        )
     images: list[int] = []
     for item in value:
         if isinstance(item, str) and item.isdigit():
@@ -143,12 +153,18 @@ def _check_images(name: str, value: Any) -> tuple[int, ...]:
     return tuple(images)
 
 
-def _check_token_file(name: str, value: Any) -> str | None:
+def _check_path(name: str, value: Any) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise ConfigError(f"{name} must be a file path")
     return value
+
+
+def _check_log_format(name: str, value: Any) -> str:
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"{name} must be one of {', '.join(LOG_FORMATS)}, not {value!r}")
+    return str(value)
 
 
 def _check_bool(name: str, value: Any) -> bool:
@@ -166,13 +182,18 @@ SETTINGS: dict[str, tuple[Checker, Callable[[str], Any]]] = {
     "database_url": (_check_database_url, str),
     "api_url": (_check_api_url, str),
     "images": (_check_images, str),
+    "all_images": (_check_bool, str),
     "per_page": (lambda n, v: _positive_int(n, v, high=MAX_PER_PAGE), int),
     "timeout": (_positive_float, float),
     "max_attempts": (lambda n, v: _positive_int(n, v, high=20), int),
     "max_retry_wait": (_positive_float, float),
     "max_total_wait": (_positive_float, float),
-    "token_file": (_check_token_file, str),
+    "token_file": (_check_path, str),
     "auto_migrate": (_check_bool, str),
+    "min_ratelimit_remaining": (lambda n, v: _positive_int(n, v, low=0), int),
+    "max_rejected": (lambda n, v: _positive_int(n, v, low=0), int),
+    "log_format": (_check_log_format, str),
+    "metrics_file": (_check_path, str),
 }
 assert set(SETTINGS) == {f.name for f in fields(Settings)} - {"token"}  # noqa: S101
 
@@ -263,5 +284,8 @@ def load_settings(
         if key not in SETTINGS:
             raise ConfigError(f"unknown option {key}")
         values[key] = SETTINGS[key][0](f"--{key.replace('_', '-')}", value)
+    if values.get("images") == "all":
+        values["images"] = ()
+        values["all_images"] = True
     settings = Settings(**values)
     return replace(settings, token=_read_token(settings.token_file, environ))

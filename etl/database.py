@@ -20,7 +20,10 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000  # wait for a reader's lock instead of failing a
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets auditors read while a sync writes; the busy timeout rides out short locks.
+    # synchronous=NORMAL under WAL: a crashed process loses nothing, a power cut at worst the
+    # last commits, which the next sync fetches again; it spares an fsync per page.
     cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
 

@@ -11,20 +11,10 @@ from etl.database import open_engine
 from etl.fake import FakeApi, World
 from etl.pipeline import RunResult, run_sync
 from etl.schema import image_actions
-from etl.summary import format_image, format_run
+from etl.summary import format_image, format_run, format_table
 
 EXAMPLE_COLUMNS = ("id", "image_id", "type", "status", "region_slug", "started_at")
 EXAMPLE_ROWS = 5
-
-
-def format_rows(rows: list[tuple[object, ...]], columns: tuple[str, ...]) -> str:
-    """Return rows as a plain text table with a header line."""
-    cells = [list(columns)] + [["" if v is None else str(v) for v in row] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in cells
-    )
 
 
 def run_demo(*, database_url: str, images: int, actions_per_image: int) -> RunResult:
@@ -50,5 +40,5 @@ def run_demo(*, database_url: str, images: int, actions_per_image: int) -> RunRe
     finally:
         engine.dispose()
     print(f"\nnewest {EXAMPLE_ROWS} rows of image_actions in {database_url}:")
-    print(format_rows([tuple(row) for row in rows], EXAMPLE_COLUMNS))
+    print(format_table(rows, EXAMPLE_COLUMNS))
     return run

@@ -62,3 +62,15 @@ class TransformError(EtlError):
 
 class DatabaseError(EtlError):
     """The database refused or lost a statement, or its schema is not ours."""
+
+
+class LockedOutError(EtlError):
+    """Another sync holds the database's sync lock."""
+
+
+class DeferredError(EtlError):
+    """The hourly request budget is nearly spent; the run stops and the next carries on."""
+
+
+class TooManyRejectedError(EtlError):
+    """More actions were rejected in one run than max_rejected allows."""

@@ -17,11 +17,10 @@ RUNAWAY_SLACK_PAGES = 1
 
 @dataclass(frozen=True)
 class Page:
-    """One page of an image's actions as the API sent it."""
+    """One page of a collection as the API sent it."""
 
-    image_id: int
     number: int
-    actions: list[Any]
+    items: list[Any]
     total: int | None
 
 
@@ -52,74 +51,137 @@ def _page_key(url: str) -> str:
     return f"page={pages[0]}" if pages else url
 
 
-def iter_image_action_pages(client: ApiClient, image_id: int, *, per_page: int) -> Iterator[Page]:
-    """Yield every page of actions of one image, first to last.
+def iter_pages(
+    client: ApiClient,
+    path: str,
+    key: str,
+    *,
+    per_page: int,
+    label: str,
+    params: dict[str, Any] | None = None,
+) -> Iterator[Page]:
+    """Yield every page of the collection at ``path`` whose items sit under ``key``.
 
     After page 1 the API's next link is followed as given (it carries page and per_page),
-    but only when it stays on our origin and on this image's path.
+    but only when it stays on our origin and on the same path.
 
     Raises:
-        NotFoundError: the image does not exist (or is not visible to the token).
-        PaginationError: a next link leaves the image's path, repeats a page, or pages run
-            past what ``meta.total`` allows.
-        ApiError: a page is not shaped like an action list.
+        PaginationError: a next link leaves the path, repeats a page, or pages run past
+            what ``meta.total`` allows.
+        ApiError: a page is not shaped like a list of ``key``.
     """
-    path = f"/v2/images/{image_id}/actions"
     url = client.url_for(path)
-    params: dict[str, Any] | None = {"page": 1, "per_page": per_page}
+    query: dict[str, Any] | None = {**(params or {}), "page": 1, "per_page": per_page}
     seen = {"page=1"}
     largest = 0  # the server may cap per_page: the largest page seen is the real page size
     number = 0
     while True:
         number += 1
-        try:
-            body = client.get_json(url, params)
-        except NotFoundError as exc:
-            raise NotFoundError(
-                f"image {image_id} was not found (404); remove it from images or check the "
-                "token's account",
-                status=404,
-                url=exc.url,
-                request_id=exc.request_id,
-            ) from exc
-        actions = body.get("actions")
-        if not isinstance(actions, list):
+        body = client.get_json(url, query)
+        items = body.get(key)
+        if not isinstance(items, list):
             raise ApiError(
-                f"image {image_id} page {number}: the response has no 'actions' list; "
+                f"{label} page {number}: the response has no {key!r} list; "
                 "check that api_url points at the DigitalOcean API",
                 url=path,
             )
         total = parse_total(body)
-        yield Page(image_id=image_id, number=number, actions=actions, total=total)
+        yield Page(number=number, items=items, total=total)
 
         link = next_link(body)
         if link is None:
             return
         target = urlsplit(link)
-        if (target.scheme, target.netloc, target.path) != urlsplit(client.url_for(path))[:3]:
+        if (target.scheme, target.netloc, target.path) != urlsplit(url)[:3]:
             raise PaginationError(
-                f"image {image_id} page {number}: the next link points to "
+                f"{label} page {number}: the next link points to "
                 f"{target.netloc}{target.path}, not {path} on {client.base_url}; refusing to "
                 "follow it so the token stays with the API",
                 url=path,
             )
-        key = _page_key(link)
-        if key in seen:
+        page_key = _page_key(link)
+        if page_key in seen:
             raise PaginationError(
-                f"image {image_id}: the API sent a next link to {key} again after page "
+                f"{label}: the API sent a next link to {page_key} again after page "
                 f"{number}; stopping a pagination loop",
                 url=path,
             )
-        seen.add(key)
-        largest = max(largest, len(actions))
+        seen.add(page_key)
+        largest = max(largest, len(items))
         page_size = max(largest, 1)
         if total is not None:
             allowed = max(math.ceil(total / page_size), 1) + RUNAWAY_SLACK_PAGES
             if number >= allowed:
                 raise PaginationError(
-                    f"image {image_id}: the API offered page {number + 1} but meta.total={total} "
+                    f"{label}: the API offered page {number + 1} but meta.total={total} "
                     f"fits in {allowed - RUNAWAY_SLACK_PAGES} pages of {page_size}; "
                     "stopping runaway paging",
                     url=path,
                 )
-        url, params = link, None
+        url, query = link, None
+
+
+def _image_not_found(image_id: int, exc: NotFoundError) -> NotFoundError:
+    return NotFoundError(
+        f"image {image_id} was not found (404); remove it from images or check the token's account",
+        status=404,
+        url=exc.url,
+        request_id=exc.request_id,
+    )
+
+
+def iter_image_action_pages(client: ApiClient, image_id: int, *, per_page: int) -> Iterator[Page]:
+    """Yield every page of actions of one image, first to last.
+
+    Raises:
+        NotFoundError: the image does not exist (or is not visible to the token).
+        PaginationError: see iter_pages.
+        ApiError: a page is not shaped like an action list.
+    """
+    pages = iter_pages(
+        client,
+        f"/v2/images/{image_id}/actions",
+        "actions",
+        per_page=per_page,
+        label=f"image {image_id}",
+    )
+    try:
+        yield from pages
+    except NotFoundError as exc:
+        raise _image_not_found(image_id, exc) from exc
+
+
+def iter_image_ids(client: ApiClient, *, per_page: int) -> Iterator[int]:
+    """Yield the id of every private image of the account (``GET /v2/images?private=true``).
+
+    Raises:
+        ApiError: a page is not a list of images, or an image has no integer id.
+        PaginationError: see iter_pages.
+    """
+    for page in iter_pages(
+        client,
+        "/v2/images",
+        "images",
+        per_page=per_page,
+        label="images",
+        params={"private": "true"},
+    ):
+        for image in page.items:
+            image_id = image.get("id") if isinstance(image, dict) else None
+            if isinstance(image_id, bool) or not isinstance(image_id, int) or image_id < 1:
+                raise ApiError(
+                    f"images page {page.number}: an image has no usable id: {image!r:.80}"
+                )
+            yield image_id
+
+
+def get_image_action(client: ApiClient, image_id: int, action_id: int) -> Any:
+    """Return one action of an image (``GET /v2/images/{id}/actions/{action_id}``).
+
+    The API wraps it as ``{"action": {...}}``; the spec draws it unwrapped, so both are read.
+
+    Raises:
+        NotFoundError: the image or the action is gone.
+    """
+    body = client.get_json(client.url_for(f"/v2/images/{image_id}/actions/{action_id}"))
+    return body.get("action", body)

@@ -8,17 +8,12 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Insert, select
+from sqlalchemy import Connection, Insert, Table, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from etl.errors import DatabaseError
 from etl.schema import image_actions
 from etl.transform import ActionRow
-
-# An upsert rewrites what the API said and changed_at; first_seen_at is set once, on insert.
-UPDATE_COLUMNS = tuple(
-    column.name for column in image_actions.columns if column.name not in ("id", "first_seen_at")
-)
 
 
 @dataclass
@@ -38,35 +33,44 @@ class UpsertCounts:
 
 
 @cache
-def upsert_statement(dialect_name: str) -> Insert:
-    """Return the dialect's own INSERT ... ON CONFLICT / ON DUPLICATE KEY for image_actions.
+def upsert_statement(dialect_name: str, table: Table = image_actions) -> Insert:
+    """Return the dialect's own upsert for ``table``, keyed on its primary key.
+
+    INSERT ... ON CONFLICT DO UPDATE on SQLite and PostgreSQL, INSERT ... ON DUPLICATE KEY
+    UPDATE on MySQL/MariaDB. For image_actions first_seen_at is never overwritten.
 
     Raises:
         DatabaseError: the dialect has no native upsert we support.
     """
+    keys = [column.name for column in table.primary_key.columns]
+    updates = [
+        column.name
+        for column in table.columns
+        if column.name not in keys and column.name != "first_seen_at"
+    ]
     if dialect_name in ("sqlite", "postgresql"):
         module: Any = sqlite if dialect_name == "sqlite" else postgresql
-        stmt = module.insert(image_actions)
+        stmt = module.insert(table)
         return stmt.on_conflict_do_update(  # type: ignore[no-any-return]
-            index_elements=[image_actions.c.id],
-            set_={name: stmt.excluded[name] for name in UPDATE_COLUMNS},
+            index_elements=keys, set_={name: stmt.excluded[name] for name in updates}
         )
     if dialect_name in ("mysql", "mariadb"):
-        my_stmt = mysql.insert(image_actions)
-        return my_stmt.on_duplicate_key_update(
-            {name: my_stmt.inserted[name] for name in UPDATE_COLUMNS}
-        )
+        my_stmt = mysql.insert(table)
+        return my_stmt.on_duplicate_key_update({name: my_stmt.inserted[name] for name in updates})
     raise DatabaseError(
         f"database dialect {dialect_name!r} is not supported; use SQLite, PostgreSQL, "
         "MySQL or MariaDB"
     )
 
 
-def upsert_actions(conn: Connection, rows: Sequence[ActionRow], *, now: datetime) -> UpsertCounts:
+def upsert_actions(
+    conn: Connection, rows: Sequence[ActionRow], *, now: datetime, write: bool = True
+) -> UpsertCounts:
     """Insert new actions and rewrite changed ones; leave unchanged rows untouched.
 
     One read of the stored fingerprints and one batched upsert per call. Duplicate ids in
-    ``rows`` (pages shift while data changes) are folded: the last occurrence wins.
+    ``rows`` (pages shift while data changes) are folded: the last occurrence wins. With
+    ``write=False`` (a dry run) only the counts are computed.
     """
     latest = {row["id"]: row for row in rows}
     if not latest:
@@ -83,7 +87,7 @@ def upsert_actions(conn: Connection, rows: Sequence[ActionRow], *, now: datetime
             continue
         inserted += known is None
         writes.append({**row, "first_seen_at": now, "changed_at": now})
-    if writes:
+    if writes and write:
         conn.execute(upsert_statement(conn.dialect.name), writes)
     updated = len(writes) - inserted
     return UpsertCounts(inserted, updated, len(latest) - len(writes))

@@ -1,4 +1,4 @@
-"""Compose extract, transform and load; own the transactions and the run's tally."""
+"""Compose a run: lock, schema, ledger, then every image through ImageSync."""
 
 from __future__ import annotations
 
@@ -6,62 +6,52 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Engine
 
 from etl.client import ApiClient
 from etl.config import Settings
 from etl.database import open_engine, translate_errors
-from etl.errors import ApiError, AuthError, ConfigError, TransformError
-from etl.extract import iter_image_action_pages
-from etl.load import UpsertCounts, upsert_actions
-from etl.migrate import ensure_schema
-from etl.transform import flatten_action
+from etl.errors import ConfigError, DeferredError, EtlError, LockedOutError, TooManyRejectedError
+from etl.extract import iter_image_ids
+from etl.image_sync import ImageResult, ImageSync
+from etl.ledger import finish_run, last_success_at, save_image_state, start_run
+from etl.load import UpsertCounts
+from etl.lock import SyncLock
+from etl.migrate import current_revision, ensure_schema, head_revision
+from etl.timeutil import utc_now
 
 logger = logging.getLogger(__name__)
 
-SCANS_PER_IMAGE = 2  # a scan whose count disagrees with meta.total is repeated once
-
-
-def utc_now() -> datetime:
-    """Return the current time as an aware UTC datetime."""
-    return datetime.now(UTC)
-
-
-@dataclass
-class ImageResult:
-    """What one image's sync did."""
-
-    image_id: int
-    pages: int = 0
-    requests: int = 0
-    counts: UpsertCounts = field(default_factory=UpsertCounts)
-    total: int | None = None
-    received: int = 0
-    seconds: float = 0.0
-    complete: bool = True
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Return whether the image synced fully and without error."""
-        return self.error is None and self.complete
+__all__ = ["ImageResult", "RunResult", "run_sync"]
 
 
 @dataclass
 class RunResult:
     """What a whole sync run did, image by image."""
 
+    mode: str = "incremental"
+    dry_run: bool = False
     images: list[ImageResult] = field(default_factory=list)
+    run_id: int | None = None
+    stopped: str | None = None  # "deferred", "locked_out" or "failed": the run ended early
+    error: str | None = None
     seconds: float = 0.0
     requests: int = 0
     retries: int = 0
+    rate_limit_wait: float = 0.0
+    last_success: datetime | None = None
 
     @property
     def outcome(self) -> str:
-        """Return succeeded, partial (some images failed or incomplete) or failed (all did)."""
-        if all(image.ok for image in self.images):
+        """Return succeeded, partial, failed, deferred or locked_out.
+
+        Partial: some images failed or stayed incomplete, or some actions were rejected.
+        """
+        if self.stopped is not None:
+            return self.stopped
+        if all(image.ok for image in self.images) and not self.rejected:
             return "succeeded"
         if any(image.ok for image in self.images):
             return "partial"
@@ -75,104 +65,192 @@ class RunResult:
             total += image.counts
         return total
 
+    @property
+    def rejected(self) -> int:
+        """Return how many actions were rejected over all images."""
+        return sum(image.rejected for image in self.images)
 
-def sync_image(
-    client: ApiClient,
-    engine: Engine,
-    image_id: int,
-    *,
-    per_page: int,
-    now: Callable[[], datetime] = utc_now,
-) -> ImageResult:
-    """Sync one image's actions, committing after every page.
-
-    After the last page the number of distinct actions received is checked against
-    ``meta.total``; on a mismatch (live data shifted while paging) the image is scanned
-    once more, and a mismatch that persists marks the image incomplete.
-
-    An API or transform failure is recorded in the result's ``error``; pages loaded before
-    it stay loaded.
-
-    Raises:
-        AuthError: the API refused the token, which no other image can survive either.
-    """
-    result = ImageResult(image_id)
-    started = time.monotonic()
-    requests_before = client.stats.requests
-    try:
-        _scan_image(client, engine, result, per_page=per_page, now=now)
-    except AuthError:
-        raise
-    except (ApiError, TransformError) as exc:
-        logger.error("image %d failed: %s", image_id, exc)
-        result.error = str(exc)
-    result.requests = client.stats.requests - requests_before
-    result.seconds = time.monotonic() - started
-    return result
+    def counters(self) -> dict[str, float]:
+        """Return the ledger's tallies for this run."""
+        counts = self.counts
+        return {
+            "images_synced": sum(1 for image in self.images if image.ok),
+            "images_failed": sum(1 for image in self.images if not image.ok),
+            "pages": sum(image.pages for image in self.images),
+            "requests": self.requests,
+            "retries": self.retries,
+            "rate_limit_wait_seconds": round(self.rate_limit_wait, 3),
+            "rows_inserted": counts.inserted,
+            "rows_updated": counts.updated,
+            "rows_unchanged": counts.unchanged,
+            "rows_rejected": self.rejected,
+            "meta_total_sum": sum(image.total or 0 for image in self.images),
+        }
 
 
-def _scan_image(
-    client: ApiClient,
-    engine: Engine,
-    result: ImageResult,
-    *,
-    per_page: int,
-    now: Callable[[], datetime],
-) -> None:
-    image_id = result.image_id
-    for scan in range(1, SCANS_PER_IMAGE + 1):
-        seen: set[int] = set()
-        for page in iter_image_action_pages(client, image_id, per_page=per_page):
-            rows = []
-            for position, raw in enumerate(page.actions):
-                try:
-                    rows.append(flatten_action(raw, image_id=image_id))
-                except TransformError as exc:
-                    raise TransformError(
-                        f"image {image_id} page {page.number} action {position + 1}: {exc}"
-                    ) from exc
-            with engine.begin() as conn:  # one transaction per page: a crash keeps the pages before
-                counts = upsert_actions(conn, rows, now=now())
-            logger.debug(
-                "image %d page %d: %d actions, %s", image_id, page.number, len(rows), counts
+@dataclass
+class _Run:
+    """One run's collaborators."""
+
+    settings: Settings
+    engine: Engine
+    client: ApiClient
+    result: RunResult
+    now: Callable[[], datetime]
+    on_image: Callable[[ImageResult], None] | None
+    on_page: Callable[[ImageResult], None] | None
+    lock: SyncLock | None = None
+
+    def images(self) -> list[int]:
+        if self.settings.all_images:
+            ids = list(iter_image_ids(self.client, per_page=self.settings.per_page))
+            logger.info("the account has %d private images", len(ids))
+            return ids
+        return list(self.settings.images)
+
+    def page_done(self, image: ImageResult) -> None:
+        if self.lock is not None:
+            self.lock.renew()
+        limit = self.settings.max_rejected
+        if limit is not None and self.result.rejected + image.rejected > limit:
+            raise TooManyRejectedError(
+                f"{self.result.rejected + image.rejected} actions were rejected, more than "
+                f"max_rejected={limit}; see the rejected_actions table"
             )
-            result.counts += counts
-            seen.update(row["id"] for row in rows)
-            result.pages += 1
-            result.total = page.total
-        result.received = len(seen)
-        result.complete = result.total is None or result.received == result.total
-        if result.complete:
-            break
-        logger.warning(
-            "image %d: received %d distinct actions but meta.total is %s (scan %d of %d)",
-            image_id,
-            result.received,
-            result.total,
-            scan,
-            SCANS_PER_IMAGE,
+        if self.on_page is not None:
+            self.on_page(image)
+
+    def sync_images(self) -> None:
+        syncer = ImageSync(
+            self.client,
+            self.engine,
+            self.settings.per_page,
+            full=self.result.mode == "full",
+            write=not self.result.dry_run,
+            run_id=self.result.run_id,
+            now=self.now,
+            on_page=self.page_done,
         )
+        try:
+            for image_id in self.images():
+                image = syncer.sync(image_id)
+                syncer.current = None
+                self.result.images.append(image)
+                if self.result.run_id is not None:
+                    with self.engine.begin() as conn:
+                        save_image_state(
+                            conn,
+                            image_id=image_id,
+                            run_id=self.result.run_id,
+                            now=self.now(),
+                            ok=image.ok,
+                            meta_total=image.total,
+                            error=image.error,
+                            gone=image.gone,
+                        )
+                if self.on_image is not None:
+                    self.on_image(image)
+        finally:
+            if syncer.current is not None:  # an image cut short still counts its pages
+                self.result.images.append(syncer.current)
+            stats = self.client.stats
+            self.result.requests = stats.requests
+            self.result.retries = stats.retries
+            self.result.rate_limit_wait = stats.rate_limit_wait
+
+    def finish(self, error: str | None = None) -> None:
+        if self.result.run_id is None:
+            return
+        finish_run(
+            self.engine,
+            self.result.run_id,
+            outcome=self.result.outcome,
+            counters=self.result.counters(),
+            error=error or self.result.error,
+            now=self.now(),
+        )
+        with self.engine.connect() as conn:
+            self.result.last_success = last_success_at(conn)
+
+    def locked(self) -> None:
+        """Run under the sync lock, keeping the ledger."""
+        mode = self.result.mode
+        requested = "all" if self.settings.all_images else list(self.settings.images)
+        lock = SyncLock(self.engine, now=self.now)
+        try:
+            lock.acquire_server_lock()
+            revision = ensure_schema(self.engine, auto_migrate=self.settings.auto_migrate)
+            lock.claim()
+        except LockedOutError as exc:
+            self.result.stopped, self.result.error = "locked_out", str(exc)
+            if current_revision(self.engine) == head_revision():
+                self.result.run_id = start_run(
+                    self.engine,
+                    mode=mode,
+                    images_requested=requested,
+                    schema_revision=head_revision(),
+                    now=self.now(),
+                    outcome="locked_out",
+                )
+                self.finish()
+            lock.release()
+            return
+        self.lock = lock
+        try:
+            self.result.run_id = start_run(
+                self.engine,
+                mode=mode,
+                images_requested=requested,
+                schema_revision=revision,
+                now=self.now(),
+            )
+            try:
+                self.sync_images()
+            except DeferredError as exc:
+                self.result.stopped, self.result.error = "deferred", str(exc)
+                logger.warning("%s", exc)
+            except (TooManyRejectedError, LockedOutError) as exc:
+                self.result.stopped, self.result.error = "failed", str(exc)
+                logger.error("%s", exc)
+            except EtlError as exc:
+                self.result.stopped, self.result.error = "failed", str(exc)
+                self.finish()
+                raise
+            except KeyboardInterrupt:
+                self.result.stopped = "failed"
+                self.finish("interrupted")
+                raise
+            self.finish()
+        finally:
+            lock.release()
 
 
 def run_sync(
     settings: Settings,
     *,
+    full: bool = False,
+    dry_run: bool = False,
     sleep: Callable[[float], None] = time.sleep,
+    now: Callable[[], datetime] = utc_now,
     on_image: Callable[[ImageResult], None] | None = None,
+    on_page: Callable[[ImageResult], None] | None = None,
 ) -> RunResult:
-    """Sync every configured image into the configured database.
+    """Sync the configured images into the configured database.
 
-    A failing image is recorded and the others go on; a refused token stops the run.
+    A failing image is recorded and the others go on. The run is recorded in sync_runs
+    (a dry run writes nothing at all) and holds the database's sync lock throughout.
+    Failures past the settings (a refused token, a database that fails, a foreign schema)
+    end the run with outcome "failed" and their one-sentence message in ``error``.
 
     Raises:
-        ConfigError: no token, or no images to sync.
-        AuthError: the API refused the token.
-        DatabaseError: the database is unreachable, refuses writes, or has a foreign schema.
+        ConfigError: no token, or no images to sync: nothing was requested.
     """
     token = settings.require_token()
-    if not settings.images:
-        raise ConfigError("no images to sync: list image ids in 'images' or pass --image ID")
-    run = RunResult()
+    if not settings.images and not settings.all_images:
+        raise ConfigError(
+            "no images to sync: list image ids in 'images', pass --image ID, or use --all-images"
+        )
+    result = RunResult(mode="full" if full else "incremental", dry_run=dry_run)
     started = time.monotonic()
     engine = open_engine(settings.database_url)
     client = ApiClient(
@@ -182,20 +260,26 @@ def run_sync(
         max_attempts=settings.max_attempts,
         max_retry_wait=settings.max_retry_wait,
         max_total_wait=settings.max_total_wait,
+        min_ratelimit_remaining=settings.min_ratelimit_remaining,
         sleep=sleep,
     )
+    run = _Run(settings, engine, client, result, now, on_image, on_page)
     try:
         with translate_errors(settings.database_url):
-            ensure_schema(engine, auto_migrate=settings.auto_migrate)
-            for image_id in settings.images:
-                image = sync_image(client, engine, image_id, per_page=settings.per_page)
-                run.images.append(image)
-                if on_image is not None:
-                    on_image(image)
+            if dry_run:
+                ensure_schema(engine, auto_migrate=False)
+                try:
+                    run.sync_images()
+                except DeferredError as exc:
+                    result.stopped, result.error = "deferred", str(exc)
+            else:
+                run.locked()
+    except ConfigError:
+        raise
+    except EtlError as exc:
+        result.stopped, result.error = "failed", str(exc)
     finally:
-        run.requests = client.stats.requests
-        run.retries = client.stats.retries
-        run.seconds = time.monotonic() - started
+        result.seconds = time.monotonic() - started
         client.close()
         engine.dispose()
-    return run
+    return result

@@ -12,10 +12,14 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
+    ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
+    Text,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -85,4 +89,71 @@ image_actions = Table(
     Column("changed_at", UtcDateTime, nullable=False),
     Index(None, "image_id", "status"),
     comment="One row per DigitalOcean image action, keyed on the API's action id.",
+)
+
+sync_runs = Table(
+    "sync_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime),  # NULL: still running, or it crashed
+    Column("outcome", String(16), nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("images_requested", JSON, nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("tool_version", String(32), nullable=False),
+    Column("schema_revision", String(32), nullable=False),
+    Column("images_synced", Integer, nullable=False),
+    Column("images_failed", Integer, nullable=False),
+    Column("pages", Integer, nullable=False),
+    Column("requests", Integer, nullable=False),
+    Column("retries", Integer, nullable=False),
+    Column("rate_limit_wait_seconds", Float, nullable=False),
+    Column("rows_inserted", Integer, nullable=False),
+    Column("rows_updated", Integer, nullable=False),
+    Column("rows_unchanged", Integer, nullable=False),
+    Column("rows_rejected", Integer, nullable=False),
+    Column("meta_total_sum", BigInteger, nullable=False),
+    Column("error", Text),
+    Index(None, "started_at"),
+    comment="One row per sync run, written at its start and finished at its end.",
+)
+
+image_sync_state = Table(
+    "image_sync_state",
+    metadata,
+    Column("image_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("last_attempt_at", UtcDateTime, nullable=False),
+    Column("last_success_at", UtcDateTime),
+    Column("last_meta_total", BigInteger),
+    Column("last_error", Text),
+    Column("gone", Boolean, nullable=False),  # the API answered 404 for the image
+    Column("last_run_id", Integer, ForeignKey("sync_runs.id"), nullable=False),
+    comment="Per-image sync state: last success, last meta.total, last error.",
+)
+
+rejected_actions = Table(
+    "rejected_actions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("sync_runs.id"), nullable=False),
+    Column("image_id", BigInteger, nullable=False),
+    Column("action_id", BigInteger),  # NULL when the id itself is what is wrong
+    Column("reason", Text, nullable=False),
+    Column("payload", JSON),
+    Column("rejected_at", UtcDateTime, nullable=False),
+    Index(None, "image_id"),
+    comment="Dead letters: actions that could not become rows, as received, with the reason.",
+)
+
+sync_lock = Table(
+    "sync_lock",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder_host", String(255), nullable=False),
+    Column("holder_pid", Integer, nullable=False),
+    Column("acquired_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    comment="Who holds the sync lock; on SQLite this row is the lock (a lease).",
 )

@@ -1,21 +1,48 @@
-"""Format a run's results as the lines a person reads at the end of a sync."""
+"""Format a run's results: the lines a person reads, or one JSON object for machines."""
 
 from __future__ import annotations
 
-from etl.pipeline import ImageResult, RunResult
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from etl.image_sync import ImageResult
+from etl.pipeline import RunResult
+
+
+def format_table(rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> str:
+    """Return rows as a plain text table under a header line; NULLs show empty."""
+    cells = [list(columns)] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in cells
+    )
 
 
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def format_image(image: ImageResult) -> str:
+def _counts(image_or_run: ImageResult | RunResult, dry_run: bool) -> str:
+    counts = image_or_run.counts
+    would = "would be " if dry_run else ""
+    text = (
+        f"{counts.inserted} {would}inserted, {counts.updated} {would}updated, "
+        f"{counts.unchanged} unchanged"
+    )
+    if image_or_run.rejected:
+        text += f", {image_or_run.rejected} rejected"
+    return text
+
+
+def format_image(image: ImageResult, *, dry_run: bool = False) -> str:
     """Return one summary line for an image."""
-    counts = image.counts
+    pages = _plural(image.pages, "page") + (" (stopped early)" if image.stopped_early else "")
+    refreshed = f", {image.refreshed} in-progress refreshed" if image.refreshed else ""
     line = (
-        f"image {image.image_id}: {_plural(image.pages, 'page')}, "
-        f"{_plural(image.requests, 'request')}, {counts.inserted} inserted, "
-        f"{counts.updated} updated, {counts.unchanged} unchanged, {image.seconds:.2f} s"
+        f"image {image.image_id}: {pages}, {_plural(image.requests, 'request')}, "
+        f"{_counts(image, dry_run)}{refreshed}, {image.seconds:.2f} s"
     )
     if image.error is not None:
         return f"{line}; FAILED: {image.error}"
@@ -31,11 +58,57 @@ def format_run(run: RunResult) -> str:
     """Return the closing total line of a run."""
     failed = sum(1 for image in run.images if image.error is not None)
     incomplete = sum(1 for image in run.images if image.error is None and not image.complete)
-    counts = run.counts
     pages = sum(image.pages for image in run.images)
+    mode = f"{run.mode}{', dry run' if run.dry_run else ''}"
     return (
-        f"total {run.outcome}: {_plural(len(run.images), 'image')} ({failed} failed, "
+        f"total {run.outcome} ({mode}): {_plural(len(run.images), 'image')} ({failed} failed, "
         f"{incomplete} incomplete), {_plural(pages, 'page')}, "
-        f"{_plural(run.requests, 'request')} ({run.retries} retried), {counts.inserted} inserted, "
-        f"{counts.updated} updated, {counts.unchanged} unchanged, {run.seconds:.2f} s"
+        f"{_plural(run.requests, 'request')} ({run.retries} retried), "
+        f"{_counts(run, run.dry_run)}, {run.seconds:.2f} s"
     )
+
+
+def run_to_dict(run: RunResult) -> dict[str, Any]:
+    """Return the run as plain data for --json."""
+    counts = run.counts
+    return {
+        "run_id": run.run_id,
+        "outcome": run.outcome,
+        "mode": run.mode,
+        "dry_run": run.dry_run,
+        "error": run.error,
+        "seconds": round(run.seconds, 3),
+        "requests": run.requests,
+        "retries": run.retries,
+        "rate_limit_wait_seconds": round(run.rate_limit_wait, 3),
+        "inserted": counts.inserted,
+        "updated": counts.updated,
+        "unchanged": counts.unchanged,
+        "rejected": run.rejected,
+        "images": [
+            {
+                "image_id": image.image_id,
+                "ok": image.ok,
+                "pages": image.pages,
+                "requests": image.requests,
+                "inserted": image.counts.inserted,
+                "updated": image.counts.updated,
+                "unchanged": image.counts.unchanged,
+                "rejected": image.rejected,
+                "refreshed": image.refreshed,
+                "meta_total": image.total,
+                "received": image.received,
+                "stopped_early": image.stopped_early,
+                "complete": image.complete,
+                "gone": image.gone,
+                "error": image.error,
+                "seconds": round(image.seconds, 3),
+            }
+            for image in run.images
+        ],
+    }
+
+
+def format_json(run: RunResult) -> str:
+    """Return the run as one JSON line."""
+    return json.dumps(run_to_dict(run))

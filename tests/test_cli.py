@@ -63,14 +63,17 @@ def test_cli_sync_prints_a_line_per_image_and_a_total(api: FakeApi, database_url
         r"image \d+: 3 pages, 3 requests, 45 inserted, 0 updated, 0 unchanged, [\d.]+ s", lines[0]
     )
     assert lines[-1].startswith(
-        "total succeeded: 3 images (0 failed, 0 incomplete), 9 pages, 9 requests (0 retried), "
-        "135 inserted, 0 updated, 0 unchanged"
+        "total succeeded (incremental): 3 images (0 failed, 0 incomplete), 9 pages, "
+        "9 requests (0 retried), 135 inserted, 0 updated, 0 unchanged"
     )
 
-    again = run_cli(*sync_args(api, database_url))
+    again = run_cli(*sync_args(api, database_url, "--full"))
 
     assert again.returncode == 0
-    assert "0 inserted, 0 updated, 135 unchanged" in again.stdout.splitlines()[-1]
+    assert again.stdout.splitlines()[-1].startswith(
+        "total succeeded (full): 3 images (0 failed, 0 incomplete), 9 pages, "
+        "9 requests (0 retried), 0 inserted, 0 updated, 135 unchanged"
+    )
 
 
 @pytest.mark.parametrize(
@@ -95,7 +98,10 @@ def test_cli_sync_with_no_images_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli("sync", "--database-url", f"sqlite:///{tmp_path / 'x.db'}")
 
     assert result.returncode == 2
-    assert "no images to sync: list image ids in 'images' or pass --image ID" in result.stderr
+    assert (
+        "no images to sync: list image ids in 'images', pass --image ID, or use --all-images"
+        in (result.stderr)
+    )
 
 
 def test_cli_bad_database_url_is_one_clear_sentence(api: FakeApi, tmp_path: Path) -> None:
@@ -162,7 +168,9 @@ def test_cli_demo_runs_without_a_token(tmp_path: Path) -> None:
     result = run_cli("demo", "--database-url", url, env={"DIGITALOCEAN_ACCESS_TOKEN": ""})
 
     assert result.returncode == 0, result.stderr
-    assert "total succeeded: 5 images (0 failed, 0 incomplete), 15 pages" in result.stdout
+    assert "total succeeded (incremental): 5 images (0 failed, 0 incomplete), 15 pages" in (
+        result.stdout
+    )
     assert "2250 inserted" in result.stdout
     assert "newest 5 rows of image_actions" in result.stdout
     assert len(read_rows(open_engine(url))) == 2250

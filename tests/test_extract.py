@@ -23,8 +23,8 @@ def test_iter_image_action_pages_follows_every_page_in_order(
     pages = list(iter_image_action_pages(client, image_id, per_page=20))
 
     assert [page.number for page in pages] == [1, 2, 3]
-    assert [len(page.actions) for page in pages] == [20, 20, 5]
-    assert [a["id"] for page in pages for a in page.actions] == [
+    assert [len(page.items) for page in pages] == [20, 20, 5]
+    assert [a["id"] for page in pages for a in page.items] == [
         a["id"] for a in api.world.actions[image_id]
     ]
     assert [page.total for page in pages] == [45, 45, 45]

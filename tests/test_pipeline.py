@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine
 
 from etl.config import Settings
-from etl.errors import AuthError, DatabaseError
 from etl.fake import FakeApi, Fault, World
 from etl.load import UpsertCounts
 from etl.pipeline import RunResult, run_sync
+from etl.schema import rejected_actions
 from etl.transform import flatten_action
 from tests.conftest import TOKEN, RecordingSleep
 from tests.rows import read_rows, without_bookkeeping
@@ -35,8 +34,11 @@ def expected_table(world: World) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: row["id"])
 
 
-def sync(api: FakeApi, database_url: str, **changes: Any) -> RunResult:
-    return run_sync(settings_for(api, database_url, **changes), sleep=RecordingSleep())
+def sync(
+    api: FakeApi, database_url: str, *, full: bool = False, dry_run: bool = False, **changes: Any
+) -> RunResult:
+    settings = settings_for(api, database_url, **changes)
+    return run_sync(settings, full=full, dry_run=dry_run, sleep=RecordingSleep())
 
 
 def test_run_sync_loads_the_whole_world(api: FakeApi, engine: Engine, database_url: str) -> None:
@@ -48,26 +50,29 @@ def test_run_sync_loads_the_whole_world(api: FakeApi, engine: Engine, database_u
     assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
 
 
-def test_run_sync_twice_gives_the_same_table_and_inserts_nothing(
+def test_run_sync_full_twice_gives_the_same_table_and_inserts_nothing(
     api: FakeApi, engine: Engine, database_url: str
 ) -> None:
     sync(api, database_url)
     first = read_rows(engine)
 
-    second = sync(api, database_url)
+    second = sync(api, database_url, full=True)
 
     assert second.counts == UpsertCounts(inserted=0, updated=0, unchanged=135)
+    assert second.requests == 9
     assert read_rows(engine) == first
 
 
-def test_run_sync_picks_up_a_world_change(api: FakeApi, engine: Engine, database_url: str) -> None:
+def test_run_sync_full_picks_up_a_world_change(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
     sync(api, database_url)
     image_id = next(iter(api.world.actions))
     running = next(a for _, a in api.world.all_actions() if a["status"] == "in-progress")
     api.world.complete(running["id"])
     api.world.add_actions(image_id, 3)
 
-    run = sync(api, database_url)
+    run = sync(api, database_url, full=True)
 
     assert run.counts == UpsertCounts(inserted=3, updated=1, unchanged=134)
     rows = read_rows(engine)
@@ -85,8 +90,11 @@ def test_run_sync_migrates_a_new_database_by_itself(api: FakeApi, database_url: 
 
 
 def test_run_sync_without_auto_migrate_asks_for_migrate(api: FakeApi, database_url: str) -> None:
-    with pytest.raises(DatabaseError, match="run 'do-image-actions migrate' first"):
-        sync(api, database_url, auto_migrate=False)
+    run = sync(api, database_url, auto_migrate=False)
+
+    assert run.outcome == "failed"
+    assert "run 'do-image-actions migrate' first" in (run.error or "")
+    assert api.served == []
 
 
 def test_run_sync_marks_an_image_incomplete_when_meta_total_disagrees(
@@ -151,9 +159,10 @@ def test_run_sync_fails_when_every_image_fails(
 def test_run_sync_stops_at_once_on_a_refused_token(
     api: FakeApi, engine: Engine, database_url: str
 ) -> None:
-    with pytest.raises(AuthError, match="refused the token"):
-        sync(api, database_url, token="wrong-token")
+    run = sync(api, database_url, token="wrong-token")
 
+    assert run.outcome == "failed"
+    assert "refused the token" in (run.error or "")
     assert len(api.served) == 1
 
 
@@ -162,24 +171,43 @@ def test_run_sync_keeps_pages_loaded_before_a_failure(
 ) -> None:
     image_id = next(iter(api.world.actions))
     api.world.actions = {image_id: api.world.actions[image_id]}
-    # Page 2 answers a broken action: page 1 stays loaded, the image is marked failed.
-    original = api.answer
-
-    def broken_page_two(path: str, query: dict[str, str]) -> tuple[int, dict]:
-        status, body = original(path, query)
-        if query.get("page") == "2":
-            body["actions"][3] = {"id": "not-a-number"}
-        return status, body
-
-    api.answer = broken_page_two  # type: ignore[method-assign]
+    api.faults.append(Fault("status", 400, skip=1))  # page 2 fails for good
 
     run = sync(api, database_url)
 
     [image] = run.images
+    assert run.outcome == "failed"
     assert image.error is not None
-    assert "page 2 action 4: id must be a whole number" in image.error
+    assert "400" in image.error
     assert (image.pages, image.counts.inserted) == (1, 20)
     assert len(read_rows(engine)) == 20
+
+
+def test_run_sync_stores_rejected_actions_and_loads_the_rest(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    image_id = next(iter(api.world.actions))
+    bad = [{"id": "not-a-number", "status": "completed"}, {"id": 77, "started_at": "yesterday"}]
+    api.world.actions[image_id][3:5] = bad
+
+    run = sync(api, database_url)
+
+    assert run.outcome == "partial"
+    assert (run.rejected, run.counts.inserted) == (2, 133)
+    rejected = read_rows(engine, rejected_actions)
+    assert [
+        (r["run_id"], r["image_id"], r["action_id"], r["reason"], r["payload"]) for r in rejected
+    ] == [
+        (run.run_id, image_id, None, "page 1 action 4: id must be a whole number, not str", bad[0]),
+        (
+            run.run_id,
+            image_id,
+            77,
+            "page 1 action 5: started_at 'yesterday' is not an ISO 8601 timestamp",
+            bad[1],
+        ),
+    ]
+    assert len(read_rows(engine)) == 133
 
 
 def test_run_sync_retries_and_counts_requests(

@@ -31,7 +31,9 @@ LAST_PAGE_SHAPES = ("first_prev", "absent", "empty_links", "no_pages", "empty_pa
 
 @dataclass
 class Fault:
-    """One scripted misbehaviour, spent on the next request whose path starts with ``path``.
+    """One scripted misbehaviour for a request whose path starts with ``path``.
+
+    It is spent on the first such request after ``skip`` of them went through.
 
     kind: "status" (answer ``status`` with ``headers`` and the DO error body), "truncated"
     (a 200 whose body stops halfway), "not_json" (a 200 whose body is HTML), "reset"
@@ -43,6 +45,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     path: str = "/"
+    skip: int = 0  # let this many matching requests through first
 
 
 @dataclass
@@ -86,6 +89,7 @@ class FakeApi:
         self.faults: deque[Fault] = deque()
         self.served: list[Served] = []
         self.last_page_shape = "first_prev"
+        self.newest_first = True  # the API's order is undocumented; False lists oldest first
         # Hooks for hostile paging: (image_id, page, per_page, base_url) -> next link or None.
         self.next_link_override: Callable[[int, int, int, str], str | None] | None = None
         self.total_override: dict[int, int] = {}
@@ -132,6 +136,9 @@ class FakeApi:
         with self._lock:
             for fault in self.faults:
                 if path.startswith(fault.path):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        return None
                     self.faults.remove(fault)
                     return fault
         return None
@@ -198,7 +205,7 @@ class FakeApi:
         if image_id not in self.world.actions:
             return 404, error_body(404)
         page, per_page = self._paging(query)
-        actions, total = self.world.page(image_id, page, per_page)
+        actions, total = self.world.page(image_id, page, per_page, newest_first=self.newest_first)
         body: dict[str, Any] = {"actions": actions}
         body.update(self._links(f"/v2/images/{image_id}/actions", page, per_page, total, {}))
         total = self.total_override.get(image_id, total)  # a lie told in meta.total only

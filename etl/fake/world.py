@@ -22,6 +22,7 @@ REGIONS = [
     {"name": "Frankfurt 1", "slug": "fra1"},
     {"name": "Singapore 1", "slug": "sgp1"},
 ]
+RECENT_ACTIONS = 3  # the newest actions of an image may still be in progress
 # (type, weight): transfers dominate; destroys come with region: null.
 ACTION_TYPES = [("transfer", 6), ("convert", 2), ("create", 1), ("image_destroy", 1)]
 
@@ -42,11 +43,15 @@ def _region(rng: random.Random) -> dict[str, Any]:
 
 
 def make_action(
-    rng: random.Random, action_id: int, image_id: int, started: datetime
+    rng: random.Random, action_id: int, image_id: int, started: datetime, *, recent: bool = False
 ) -> dict[str, Any]:
-    """Return one action shaped like the API's, with realistic nulls and statuses."""
+    """Return one action shaped like the API's, with realistic nulls and statuses.
+
+    Only ``recent`` actions can still be in progress; old ones have finished, one way or another.
+    """
     kind = rng.choices([t for t, _ in ACTION_TYPES], weights=[w for _, w in ACTION_TYPES])[0]
-    status = rng.choices(["completed", "errored", "in-progress"], weights=[90, 5, 5])[0]
+    weights = [60, 5, 35] if recent else [94, 6, 0]
+    status = rng.choices(["completed", "errored", "in-progress"], weights=weights)[0]
     region = None if kind == "image_destroy" else _region(rng)
     done = started + timedelta(seconds=rng.randint(20, 900))
     return {
@@ -112,7 +117,11 @@ class World:
             new = []
             for offset in range(count):
                 action = make_action(
-                    rng, self.next_action_id, image_id, started + timedelta(minutes=offset * 37)
+                    rng,
+                    self.next_action_id,
+                    image_id,
+                    started + timedelta(minutes=offset * 37),
+                    recent=offset >= count - RECENT_ACTIONS,
                 )
                 self.next_action_id += 1
                 new.append(action)
@@ -138,10 +147,14 @@ class World:
                         return action
         raise KeyError(action_id)
 
-    def page(self, image_id: int, page: int, per_page: int) -> tuple[list[dict[str, Any]], int]:
+    def page(
+        self, image_id: int, page: int, per_page: int, *, newest_first: bool = True
+    ) -> tuple[list[dict[str, Any]], int]:
         """Return a deep copy of one page of an image's actions and the image's total."""
         with self.lock:
             listed = self.actions[image_id]
+            if not newest_first:
+                listed = listed[::-1]
             start = (page - 1) * per_page
             return copy.deepcopy(listed[start : start + per_page]), len(listed)
 

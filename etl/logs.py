@@ -1,0 +1,60 @@
+"""Set up logging on stderr, as text for people or JSON lines for log shippers, secrets blanked."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class RedactingFormatter(logging.Formatter):
+    """A formatter that blanks out secrets wherever they appear, tracebacks included."""
+
+    def __init__(self, fmt: str | None, secrets: Sequence[str]) -> None:
+        super().__init__(fmt)
+        self._secrets = [secret for secret in secrets if secret]
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with every secret replaced by ***."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format the record, then replace every secret with ***."""
+        return self.redact(super().format(record))
+
+
+class JsonFormatter(RedactingFormatter):
+    """One JSON object per line: time, level, logger, message (and exception)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return the record as a JSON line, secrets blanked."""
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return self.redact(json.dumps(entry, ensure_ascii=False))
+
+
+def setup_logging(verbosity: int, secrets: Sequence[str] = (), log_format: str = "text") -> None:
+    """Log to stderr: warnings with -q, info by default, debug (libraries too) with -v."""
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter(None, secrets)
+        if log_format == "json"
+        else RedactingFormatter(TEXT_FORMAT, secrets)
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if level == logging.DEBUG else logging.WARNING)
+    logging.getLogger("etl").setLevel(level)
