@@ -22,7 +22,8 @@ def render_metrics(run: RunResult, *, finished_at: datetime, last_success: datet
     def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
         lines.append(f"# HELP {PREFIX}_{name} {help_text}")
         lines.append(f"# TYPE {PREFIX}_{name} {kind}")
-        lines.extend(f"{PREFIX}_{name}{labels} {value:g}" for labels, value in samples)
+        # repr() round-trips a float exactly; :g would cut timestamps to 6 digits.
+        lines.extend(f"{PREFIX}_{name}{labels} {float(value)!r}" for labels, value in samples)
 
     metric(
         "last_run_timestamp_seconds",

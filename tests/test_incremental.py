@@ -1,0 +1,173 @@
+"""Incremental sync: fewer requests, the same table as a full sync, whatever came before."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, delete
+
+from etl.fake import FakeApi, World
+from etl.pipeline import run_sync
+from etl.schema import image_actions, image_sync_state, rejected_actions, sync_lock, sync_runs
+from tests.conftest import TOKEN
+from tests.rows import read_rows, without_bookkeeping
+from tests.test_pipeline import expected_table, settings_for, sync
+
+
+class Crash(BaseException):
+    """Stands in for the process dying after a page was committed."""
+
+
+def crash_after(pages: int):
+    done = []
+
+    def on_page(_image: object) -> None:
+        done.append(1)
+        if len(done) >= pages:
+            raise Crash
+
+    return on_page
+
+
+def full_sync_requests(world: World, tmp_path: Path) -> int:
+    with FakeApi(world, token=TOKEN) as api:
+        return sync(api, f"sqlite:///{tmp_path / 'full.db'}", full=True).requests
+
+
+def test_incremental_picks_up_new_and_changed_actions_with_fewer_requests(
+    api: FakeApi, engine: Engine, database_url: str, tmp_path: Path
+) -> None:
+    sync(api, database_url)
+    first, second = list(api.world.actions)[:2]
+    api.world.add_actions(first, 3)
+    running = next(a for a in api.world.actions[second] if a["status"] == "in-progress")
+    api.world.complete(running["id"])
+    api.served.clear()
+
+    run = sync(api, database_url)
+
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+    assert (run.counts.inserted, run.counts.updated) == (3, 1)
+    assert [image.pages for image in run.images] == [2, 2, 1]
+    assert run.requests == 5
+    assert run.requests < full_sync_requests(api.world, tmp_path) == 9
+
+
+def test_incremental_refreshes_in_progress_actions_past_the_stop(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    image_id = next(iter(api.world.actions))
+    old = api.world.actions[image_id][-1]  # on the last page: never reached incrementally
+    old.update(status="in-progress", completed_at=None)
+    sync(api, database_url)
+    api.world.complete(old["id"])
+    api.served.clear()
+
+    run = sync(api, database_url)
+
+    assert run.images[0].refreshed == 1
+    assert [e.path for e in api.requests_to(f"/v2/images/{image_id}")] == [
+        f"/v2/images/{image_id}/actions",
+        f"/v2/images/{image_id}/actions/{old['id']}",
+    ]
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+
+
+def test_incremental_unchanged_world_costs_one_request_per_image(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    sync(api, database_url)
+
+    run = sync(api, database_url)
+
+    assert (run.requests, run.counts.inserted, run.counts.updated) == (3, 0, 0)
+    assert all(image.stopped_early for image in run.images)
+
+
+def test_incremental_falls_back_to_a_full_scan_when_order_is_not_newest_first(
+    api: FakeApi, engine: Engine, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="etl")
+    api.newest_first = False
+    sync(api, database_url)
+    api.world.add_actions(next(iter(api.world.actions)), 2)
+
+    run = sync(api, database_url)
+
+    assert run.requests == 9
+    assert not any(image.stopped_early for image in run.images)
+    assert "not listed newest first; scanned fully" in caplog.text
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+
+
+def clear(engine: Engine) -> None:
+    with engine.begin() as conn:
+        for table in (rejected_actions, image_sync_state, sync_runs, sync_lock, image_actions):
+            conn.execute(delete(table))
+
+
+CHANGES = st.sampled_from(["none", "complete", "add-first", "add-second", "complete-old"])
+STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["incremental", "full"]),
+        st.one_of(st.none(), st.integers(min_value=1, max_value=10)),
+        CHANGES,
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+def make_world() -> World:
+    """Two images; the oldest action of the second is still running, deep past page 1."""
+    world = World.generate(images=2, actions_per_image=23, seed=11)
+    world.actions[list(world.actions)[1]][-1].update(status="in-progress", completed_at=None)
+    return world
+
+
+def change_world(world: World, change: str) -> None:
+    """Change the world only as the API does: new actions appear, running ones finish."""
+    first, second = list(world.actions)
+    if change == "add-first":
+        world.add_actions(first, 3)
+    elif change == "add-second":
+        world.add_actions(second, 6)
+    elif change in ("complete", "complete-old"):
+        listed = world.actions[first] if change == "complete" else world.actions[second][::-1]
+        running = [a for a in listed if a["status"] == "in-progress"]
+        if running:
+            world.complete(running[0]["id"])
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(steps=STEPS)
+def test_after_any_interrupted_runs_an_incremental_run_equals_a_full_sync(
+    engine: Engine, database_url: str, steps: list[tuple[str, int | None, str]]
+) -> None:
+    clear(engine)
+    world = make_world()
+    with FakeApi(world, token=TOKEN) as api:
+        for mode, crash_at, change in steps:
+            change_world(world, change)
+            on_page = crash_after(crash_at) if crash_at is not None else None
+            with contextlib.suppress(Crash):
+                run_sync(
+                    settings_for(api, database_url, per_page=5),
+                    full=mode == "full",
+                    on_page=on_page,
+                    sleep=lambda _s: None,
+                )
+
+        final = run_sync(settings_for(api, database_url, per_page=5), sleep=lambda _s: None)
+
+    assert final.outcome == "succeeded"
+    assert without_bookkeeping(read_rows(engine)) == expected_table(world)
