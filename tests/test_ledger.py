@@ -266,3 +266,22 @@ def test_all_images_pages_through_the_account(
     assert without_bookkeeping(read_rows(engine)) == expected_table(world)
     [row] = ledger(engine)
     assert row["images_requested"] == "all"
+
+
+def test_max_rejected_turns_a_flood_of_bad_rows_into_a_failure(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    image_id = next(iter(api.world.actions))
+    for action in api.world.actions[image_id][:30]:
+        action["started_at"] = "not a time"
+
+    result = run_cli(*sync_args(api, database_url, "--max-rejected", "25"))
+
+    assert result.returncode == 1
+    assert "actions were rejected, more than max_rejected=25; see the rejected_actions" in (
+        result.stderr
+    )
+    [row] = ledger(engine)
+    assert row["outcome"] == "failed"
+    assert row["rows_rejected"] == 30  # the page that crossed the limit was stored first
+    assert row["pages"] == 2
