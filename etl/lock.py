@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
+from etl.database import describe_failure
 from etl.errors import LockedOutError
 from etl.schema import sync_lock
 from etl.timeutil import utc_now
@@ -166,21 +167,30 @@ class SyncLock:
         self._renewed_at = now
 
     def release(self) -> None:
-        """Give the lock up (a crash gives it up too: see the class docstring)."""
+        """Give the lock up; never raises, so it cannot hide the error that ended a run.
+
+        If the database is gone, the server has freed its lock with the session already,
+        and an SQLite lease whose holder is gone is taken over by the next run.
+        """
+        renewed, self._renewed_at = self._renewed_at, None
+        server_conn, self._server_conn = self._server_conn, None
         try:
-            if self._renewed_at is not None:
+            if renewed is not None:
                 with self.engine.begin() as conn:
                     conn.execute(delete(sync_lock).where(*self._mine()))
-        finally:
-            self._renewed_at = None
-            if self._server_conn is not None:
-                conn, self._server_conn = self._server_conn, None
+            if server_conn is not None:
                 if self._dialect == "postgresql":
-                    conn.execute(select(func.pg_advisory_unlock(ADVISORY_KEY)))
+                    server_conn.execute(select(func.pg_advisory_unlock(ADVISORY_KEY)))
                 else:
-                    conn.execute(select(func.release_lock(self._server_lock_name)))
-                conn.commit()
-                conn.close()
+                    server_conn.execute(select(func.release_lock(self._server_lock_name)))
+                server_conn.commit()
+        except SQLAlchemyError as exc:
+            logger.warning("could not release the sync lock cleanly (%s)", describe_failure(exc))
+            if server_conn is not None:
+                server_conn.invalidate()  # dead: discard it rather than reset it into the pool
+        finally:
+            if server_conn is not None:
+                server_conn.close()
 
     def _mine(self) -> tuple[ColumnElement[bool], ...]:
         """Return the conditions that select this process's lock row."""

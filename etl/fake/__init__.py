@@ -1,6 +1,7 @@
 """A fake DigitalOcean API for the demo, the tests and the benchmark."""
 
-from etl.fake.server import FakeApi, Fault
+from etl.fake.faults import Fault, FaultPlan
+from etl.fake.server import FakeApi
 from etl.fake.world import World
 
-__all__ = ["FakeApi", "Fault", "World"]
+__all__ = ["FakeApi", "Fault", "FaultPlan", "World"]

@@ -9,11 +9,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from etl.fake.faults import Fault, FaultPlan
 from etl.fake.world import World
 
 DEFAULT_PER_PAGE = 20  # what the real API gives when per_page is not sent
@@ -27,25 +28,6 @@ IMAGES_PATH = "/v2/images"
 
 # How the last page says "no more pages": every shape the real API (or a proxy) may send.
 LAST_PAGE_SHAPES = ("first_prev", "absent", "empty_links", "no_pages", "empty_pages")
-
-
-@dataclass
-class Fault:
-    """One scripted misbehaviour for a request whose path starts with ``path``.
-
-    It is spent on the first such request after ``skip`` of them went through.
-
-    kind: "status" (answer ``status`` with ``headers`` and the DO error body), "truncated"
-    (a 200 whose body stops halfway), "not_json" (a 200 whose body is HTML), "reset"
-    (close the connection without answering), "stall" (wait ``seconds`` before answering).
-    """
-
-    kind: str
-    status: int = 500
-    headers: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-    path: str = "/"
-    skip: int = 0  # let this many matching requests through first
 
 
 @dataclass
@@ -93,6 +75,7 @@ class FakeApi:
         # Hooks for hostile paging: (image_id, page, per_page, base_url) -> next link or None.
         self.next_link_override: Callable[[int, int, int, str], str | None] | None = None
         self.total_override: dict[int, int] = {}
+        self.plan = FaultPlan()
         self._stamps: deque[float] = deque()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -132,7 +115,7 @@ class FakeApi:
     # -- called by the handler thread --------------------------------------------------
 
     def take_fault(self, path: str) -> Fault | None:
-        """Pop the first scripted fault that applies to ``path``."""
+        """Pop the first scripted fault that applies to ``path``, else draw a random one."""
         with self._lock:
             for fault in self.faults:
                 if path.startswith(fault.path):
@@ -141,7 +124,16 @@ class FakeApi:
                         return None
                     self.faults.remove(fault)
                     return fault
-        return None
+            return self.plan.draw(time.time())
+
+    def shift_pages(self, path: str, query: dict[str, str]) -> None:
+        """Push new actions to an image's head before a later page, as live data does."""
+        match = ACTIONS_PATH.match(path)
+        if match and query.get("page", "1") != "1" and int(match[1]) in self.world.actions:
+            with self._lock:
+                count = self.plan.shift()
+            if count:
+                self.world.add_actions(int(match[1]), count)
 
     def rate_headers(self, now: float) -> tuple[dict[str, str], bool, bool]:
         """Count this request; return rate headers and whether a minute/hour limit is hit."""
@@ -242,6 +234,9 @@ def error_body(status: int) -> dict[str, Any]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real API, so sessions reuse sockets
+    # Headers and body go out as two writes; with Nagle on, the client's delayed ACK
+    # stalls every answer by ~40 ms.
+    disable_nagle_algorithm = True
     server: ThreadingHTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -259,9 +254,12 @@ class _Handler(BaseHTTPRequestHandler):
         served = Served(parts.path, query, authorized, 0)
         with fake._lock:
             fake.served.append(served)
-        status = 200
-        if fault is not None and fault.kind != "stall":
-            status = self._fault(fault, headers)
+        kind = fault.kind if fault is not None else None
+        if fault is not None and kind == "status":
+            status = fault.status
+            self._send_json(status, error_body(status), {**headers, **fault.headers})
+        elif kind == "reset":
+            status, self.close_connection = 0, True
         elif not authorized:
             status = 401
             self._send_json(401, error_body(401), headers)
@@ -270,43 +268,34 @@ class _Handler(BaseHTTPRequestHandler):
             if minute_hit:
                 headers["retry-after"] = "1"
             self._send_json(429, error_body(429), headers)
+        elif kind == "not_json":
+            status = 200
+            self._send_raw(200, b"<html><body>502 Bad Gateway</body></html>", headers, "text/html")
         else:
-            if fault is not None:
+            if fault is not None and kind == "stall":
                 time.sleep(fault.seconds)
+            fake.shift_pages(parts.path, query)
             status, body = fake.answer(parts.path, query)
-            self._send_json(status, body, headers)
+            payload = json.dumps(body).encode()
+            if kind == "truncated":  # the real page, cut off mid-body
+                self._send_head(status, len(payload), headers, "application/json")
+                self.wfile.write(payload[: len(payload) // 2])
+                self.close_connection = True
+            else:
+                self._send_raw(status, payload, headers, "application/json")
         served.status = status
 
-    def _fault(self, fault: Fault, headers: dict[str, str]) -> int:
-        if fault.kind == "status":
-            self._send_json(fault.status, error_body(fault.status), {**headers, **fault.headers})
-            return fault.status
-        if fault.kind == "not_json":
-            self._send_raw(200, b"<html><body>502 Bad Gateway</body></html>", headers, "text/html")
-            return 200
-        if fault.kind == "truncated":
-            body = json.dumps({"actions": [{"id": 1}] * 50, "meta": {"total": 50}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body[: len(body) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            return 200
-        if fault.kind == "reset":
-            self.close_connection = True
-            return 0
-        raise ValueError(f"unknown fault kind {fault.kind!r}")
+    def _send_head(self, status: int, length: int, headers: dict[str, str], kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(length))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
 
     def _send_json(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
         self._send_raw(status, json.dumps(body).encode(), headers, "application/json")
 
     def _send_raw(self, status: int, payload: bytes, headers: dict[str, str], kind: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
+        self._send_head(status, len(payload), headers, kind)
         self.wfile.write(payload)
