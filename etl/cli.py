@@ -316,3 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         logger.error("interrupted; pages committed so far are kept, run again to finish")
         return EXIT_FAILED
+    except Exception:
+        # A bug, not a deliberate failure: log the traceback through the redacting
+        # formatter (Python's own printing would bypass it and could show the token).
+        logger.exception("unexpected error; pages committed so far are kept. Please report this")
+        return EXIT_FAILED

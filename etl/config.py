@@ -258,6 +258,10 @@ def _read_token(token_file: str | None, environ: Mapping[str, str]) -> str | Non
             )
     if token and any(ch.isspace() for ch in token):
         raise ConfigError("the API token contains white space; check how it was stored")
+    if token and not (token.isascii() and token.isprintable()):
+        raise ConfigError(
+            "the API token holds characters an HTTP header cannot carry; check how it was stored"
+        )
     return token or None
 
 

@@ -58,3 +58,5 @@ def setup_logging(verbosity: int, secrets: Sequence[str] = (), log_format: str =
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if level == logging.DEBUG else logging.WARNING)
     logging.getLogger("etl").setLevel(level)
+    # SQLAlchemy at debug logs every statement with its parameters: our users' data.
+    logging.getLogger("sqlalchemy").setLevel(logging.WARNING)

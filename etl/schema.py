@@ -89,6 +89,7 @@ image_actions = Table(
     Column("changed_at", UtcDateTime, nullable=False),
     Index(None, "image_id", "status"),
     comment="One row per DigitalOcean image action, keyed on the API's action id.",
+    mysql_charset="utf8mb4",  # emoji and all of Unicode on MySQL/MariaDB
 )
 
 sync_runs = Table(
@@ -118,6 +119,7 @@ sync_runs = Table(
     Column("error", Text),
     Index(None, "started_at"),
     comment="One row per sync run, written at its start and finished at its end.",
+    mysql_charset="utf8mb4",  # emoji and all of Unicode on MySQL/MariaDB
 )
 
 image_sync_state = Table(
@@ -131,6 +133,7 @@ image_sync_state = Table(
     Column("gone", Boolean, nullable=False),  # the API answered 404 for the image
     Column("last_run_id", Integer, ForeignKey("sync_runs.id"), nullable=False),
     comment="Per-image sync state: last success, last meta.total, last error.",
+    mysql_charset="utf8mb4",  # emoji and all of Unicode on MySQL/MariaDB
 )
 
 rejected_actions = Table(
@@ -145,6 +148,7 @@ rejected_actions = Table(
     Column("rejected_at", UtcDateTime, nullable=False),
     Index(None, "image_id"),
     comment="Dead letters: actions that could not become rows, as received, with the reason.",
+    mysql_charset="utf8mb4",  # emoji and all of Unicode on MySQL/MariaDB
 )
 
 sync_lock = Table(
@@ -156,4 +160,5 @@ sync_lock = Table(
     Column("acquired_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
     comment="Who holds the sync lock; on SQLite this row is the lock (a lease).",
+    mysql_charset="utf8mb4",  # emoji and all of Unicode on MySQL/MariaDB
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypedDict
@@ -12,6 +13,8 @@ from etl.errors import TransformError
 
 MAX_BIGINT = 2**63 - 1
 MAX_TEXT = 255  # width of the text columns; longer values are rejected, never cut
+# json.dumps writes NUL as \u0000; an escaped backslash before it would make it plain text.
+NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 class ActionRow(TypedDict):
@@ -69,6 +72,8 @@ def _text(value: Any, field: str) -> str | None:
         raise TransformError(f"{field} must be a string, not {type(value).__name__}")
     if len(value) > MAX_TEXT:
         raise TransformError(f"{field} is {len(value)} characters long; at most {MAX_TEXT} fit")
+    if "\x00" in value:
+        raise TransformError(f"{field} holds a NUL character, which PostgreSQL cannot store")
     return value
 
 
@@ -81,11 +86,34 @@ def _strings(value: Any, field: str) -> list[str] | None:
 
 
 def content_hash(raw: Mapping[str, Any], image_id: int) -> str:
-    """Return a fingerprint of what the API said about an action under an image."""
-    canonical = json.dumps(
-        [image_id, raw], sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
-    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
+    """Return a fingerprint of what the API said about an action under an image.
+
+    The same encoding proves the payload can be stored as JSON on every database.
+
+    Raises:
+        TransformError: the payload holds what no database here can store exactly: a NUL
+            character, a lone surrogate, a non-finite number, or absurd nesting.
+    """
+    try:
+        canonical = json.dumps(
+            [image_id, raw],
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+        ).encode()
+    except ValueError as exc:  # NaN or Infinity (UnicodeEncodeError is a ValueError too)
+        reason = "a lone surrogate" if isinstance(exc, UnicodeEncodeError) else "NaN or Infinity"
+        raise TransformError(
+            f"the action holds {reason}, which JSON columns cannot store"
+        ) from None
+    except TypeError:  # keys of mixed types cannot be sorted
+        raise TransformError("the action's keys cannot be ordered; it is not plain JSON") from None
+    except RecursionError:
+        raise TransformError("the action is nested too deeply to store") from None
+    if b"\\u0000" in canonical and NUL_ESCAPE.search(canonical):
+        raise TransformError("the action holds a NUL character, which PostgreSQL cannot store")
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
 def flatten_action(raw: Any, *, image_id: int) -> ActionRow:

@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("changed_at", TIMESTAMP, nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_image_actions")),
         comment="One row per DigitalOcean image action, keyed on the API's action id.",
+        mysql_charset="utf8mb4",
     )
     op.create_index(
         op.f("ix_image_actions_image_id_status"), "image_actions", ["image_id", "status"]

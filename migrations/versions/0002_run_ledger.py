@@ -47,6 +47,7 @@ def upgrade() -> None:
         sa.Column("error", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sync_runs")),
         comment="One row per sync run, written at its start and finished at its end.",
+        mysql_charset="utf8mb4",
     )
     op.create_index(op.f("ix_sync_runs_started_at"), "sync_runs", ["started_at"])
     op.create_table(
@@ -65,6 +66,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("image_id", name=op.f("pk_image_sync_state")),
         comment="Per-image sync state: last success, last meta.total, last error.",
+        mysql_charset="utf8mb4",
     )
     op.create_table(
         "rejected_actions",
@@ -80,6 +82,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_rejected_actions")),
         comment="Dead letters: actions that could not become rows, as received, with the reason.",
+        mysql_charset="utf8mb4",
     )
     op.create_index(op.f("ix_rejected_actions_image_id"), "rejected_actions", ["image_id"])
     op.create_table(
@@ -91,6 +94,7 @@ def upgrade() -> None:
         sa.Column("expires_at", TIMESTAMP, nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_sync_lock")),
         comment="Who holds the sync lock; on SQLite this row is the lock (a lease).",
+        mysql_charset="utf8mb4",
     )
 
 
