@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from tenacity.stop import stop_base
 
 from etl import __version__
 from etl.errors import ApiError, AuthError, DeferredError, NotFoundError, RetryableApiError
+from etl.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -101,36 +103,57 @@ class ApiClient:
         max_retry_wait: float = 120.0,
         max_total_wait: float = 600.0,
         min_ratelimit_remaining: int = 0,
+        limiter: RateLimiter | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
-        session: requests.Session | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._origin = urlsplit(self.base_url)[:2]
         self._timeout = timeout
         self._max_retry_wait = max_retry_wait
         self._min_remaining = min_ratelimit_remaining
+        self._limiter = limiter
         self._sleep = sleep
         self._clock = clock
         self.stats = ClientStats()
-        self._session = session or requests.Session()
-        self._session.headers.update(
-            {
-                "Authorization": f"Bearer {token}",
-                "User-Agent": USER_AGENT,
-                "Accept": "application/json",
-            }
-        )
+        self._headers = {
+            "Authorization": f"Bearer {token}",
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+        }
+        # One session (one connection pool) per worker thread: requests' sessions are not
+        # documented as thread-safe. Counters are shared, under a lock.
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+        self._answered = threading.Condition(self._lock)
+        self._in_flight = 0
+        self._first_answer = False
+        self._refused: AuthError | None = None
         self._retrying = Retrying(
             retry=retry_if_exception_type(TRANSIENT_ERRORS),
             wait=self._wait,
             stop=stop_after_attempt(max_attempts) | stop_when_waits_exceed(max_total_wait),
-            sleep=self._record_sleep,
+            sleep=self._sleep,
             before_sleep=self._before_sleep,
             reraise=True,  # callers see the real error, not tenacity.RetryError
         )
         self._backoff = wait_exponential(multiplier=BACKOFF_MULTIPLIER, max=max_retry_wait)
-        self._last_wait_was_rate_limit = False
+
+    @property
+    def thread_requests(self) -> int:
+        """Return the requests made so far by the calling thread (one worker)."""
+        return int(getattr(self._local, "requests", 0))
+
+    @property
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.headers.update(self._headers)
+            with self._lock:
+                self._sessions.append(session)
+        return session
 
     def url_for(self, path: str) -> str:
         """Return the absolute URL of an API path such as ``/v2/images``."""
@@ -147,17 +170,36 @@ class ApiClient:
                 f"refusing to request {urlsplit(url).netloc or url}: only {self.base_url} "
                 "may receive the token"
             )
-        result: dict[str, Any] = self._retrying(self._get_once, url, params)
+        result: dict[str, Any] = self._retrying.copy()(self._get_once, url, params)
         return result
 
     def close(self) -> None:
-        """Close the HTTP session and its pooled connections."""
-        self._session.close()
+        """Close every worker's HTTP session and its pooled connections."""
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
 
     def _check_budget(self) -> None:
-        remaining = self.stats.ratelimit_remaining
-        if remaining is None or remaining >= self._min_remaining:
-            return
+        """Claim a request from the hourly budget, or defer the run when it is nearly spent.
+
+        Requests in flight count as spent: their answers will lower ratelimit-remaining.
+
+        Raises:
+            DeferredError: the budget left is below min_ratelimit_remaining.
+        """
+        with self._answered:
+            # The run's first request is a probe: the others wait for its answer, so a
+            # refused token costs one request and the budget is known before any burst.
+            while not self._first_answer and self._in_flight:
+                self._answered.wait()
+            if self._refused is not None:  # a refused token is refused for every worker
+                raise AuthError(str(self._refused), status=self._refused.status)
+            remaining = self.stats.ratelimit_remaining
+            if remaining is None or remaining - self._in_flight >= self._min_remaining:
+                self._in_flight += 1
+                return
+            remaining -= self._in_flight
         reset = self.stats.ratelimit_reset
         frees = (
             f"; it frees up from {datetime.fromtimestamp(reset, UTC):%H:%M:%S} UTC"
@@ -172,9 +214,30 @@ class ApiClient:
 
     def _get_once(self, url: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
         self._check_budget()
-        self.stats.requests += 1
-        response = self._session.get(url, params=params, timeout=self._timeout)
-        self._note_rate_limit(response.headers)
+        self._local.requests = self.thread_requests + 1
+        with self._lock:
+            self.stats.requests += 1
+        if self._limiter is not None:
+            self._limiter.acquire()
+        refused: AuthError | None = None
+        try:
+            response = self._session.get(url, params=params, timeout=self._timeout)
+            self._note_rate_limit(response.headers)
+            return self._read(response)
+        except AuthError as exc:
+            refused = exc
+            raise
+        finally:
+            with self._answered:
+                self._in_flight -= 1
+                self._first_answer = True
+                self._refused = self._refused or refused
+                self._answered.notify_all()
+            if self._limiter is not None:
+                self._limiter.release()
+
+    def _read(self, response: requests.Response) -> dict[str, Any]:
+        """Return the JSON object of a 200, or raise the error its status means."""
         where = urlsplit(response.url).path + (
             "?" + urlsplit(response.url).query if urlsplit(response.url).query else ""
         )
@@ -228,12 +291,21 @@ class ApiClient:
         remaining = _header_number(headers, "ratelimit-remaining")
         limit = _header_number(headers, "ratelimit-limit")
         reset = _header_number(headers, "ratelimit-reset")
-        if remaining is not None:
-            self.stats.ratelimit_remaining = int(remaining)
-        if limit is not None:
-            self.stats.ratelimit_limit = int(limit)
-        if reset is not None:
-            self.stats.ratelimit_reset = reset
+        with self._lock:
+            stats = self.stats
+            if remaining is not None:
+                # Answers to concurrent requests arrive in any order: within one window
+                # (same reset) the lowest remaining is the truest.
+                same_window = reset is None or reset == stats.ratelimit_reset
+                known = stats.ratelimit_remaining
+                lowest = min(known, int(remaining)) if known is not None and same_window else None
+                stats.ratelimit_remaining = int(remaining) if lowest is None else lowest
+            if reset is not None:
+                stats.ratelimit_reset = reset
+            if limit is not None:
+                stats.ratelimit_limit = int(limit)
+        if limit is not None and self._limiter is not None:
+            self._limiter.lower_hourly_limit(int(limit))
 
     def _wait_hint(self, response: requests.Response) -> float | None:
         """Return how long the server asked us to wait, if it said so."""
@@ -250,22 +322,23 @@ class ApiClient:
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
         hint = error.wait_hint if isinstance(error, RetryableApiError) else None
-        self._last_wait_was_rate_limit = isinstance(error, RetryableApiError) and (
-            error.status == 429
-        )
         if hint is not None:
             return min(hint, self._max_retry_wait)
         return float(self._backoff(state))
 
-    def _record_sleep(self, seconds: float) -> None:
-        if self._last_wait_was_rate_limit:
-            self.stats.rate_limit_wait += seconds
-        self._sleep(seconds)
+    @property
+    def rate_limit_wait(self) -> float:
+        """Return the seconds spent waiting on rate limits: 429s and our own pacing."""
+        paced = self._limiter.waited if self._limiter is not None else 0.0
+        return self.stats.rate_limit_wait + paced
 
     def _before_sleep(self, state: RetryCallState) -> None:
-        self.stats.retries += 1
         error = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
+        with self._lock:
+            self.stats.retries += 1
+            if isinstance(error, RetryableApiError) and error.status == 429:
+                self.stats.rate_limit_wait += wait
         logger.warning(
             "attempt %d failed (%s); retrying in %.1f s", state.attempt_number, error, wait
         )

@@ -26,6 +26,7 @@ DEFAULT_API_URL = "https://api.digitalocean.com"
 DEFAULT_DATABASE_URL = "sqlite:///do_image_actions.db"
 MAX_PER_PAGE = 200  # the API's ceiling; also 10x fewer requests than its default of 20
 LOG_FORMATS = ("text", "json")
+MAX_WORKERS = 32  # past this the rate limit, not concurrency, is the wall
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class Settings:
     max_total_wait: float = 600.0
     token_file: str | None = None
     auto_migrate: bool = True
+    workers: int = 4
+    rate_limit_per_minute: int = 250
+    rate_limit_per_hour: int = 5000
     min_ratelimit_remaining: int = 100
     max_rejected: int | None = None
     log_format: str = "text"
@@ -190,6 +194,9 @@ SETTINGS: dict[str, tuple[Checker, Callable[[str], Any]]] = {
     "max_total_wait": (_positive_float, float),
     "token_file": (_check_path, str),
     "auto_migrate": (_check_bool, str),
+    "workers": (lambda n, v: _positive_int(n, v, high=MAX_WORKERS), int),
+    "rate_limit_per_minute": (_positive_int, int),
+    "rate_limit_per_hour": (_positive_int, int),
     "min_ratelimit_remaining": (lambda n, v: _positive_int(n, v, low=0), int),
     "max_rejected": (lambda n, v: _positive_int(n, v, low=0), int),
     "log_format": (_check_log_format, str),

@@ -18,6 +18,8 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000  # wait for a reader's lock instead of failing a
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (see _sqlite_begin).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # WAL lets auditors read while a sync writes; the busy timeout rides out short locks.
     # synchronous=NORMAL under WAL: a crashed process loses nothing, a power cut at worst the
@@ -43,7 +45,14 @@ def open_engine(url: str) -> Engine:
         raise DatabaseError(f"no driver for {mask_database_url(url)} ({exc}); {hint}") from None
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # Workers write from several threads: a deferred transaction that reads and then
+    # writes fails at once when another committed in between; IMMEDIATE waits its turn.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def describe_failure(exc: SQLAlchemyError) -> str:

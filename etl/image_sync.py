@@ -115,7 +115,7 @@ class ImageSync:
         """
         result = self.current = ImageResult(image_id)
         started = time.monotonic()
-        requests_before = self.client.stats.requests
+        requests_before = self.client.thread_requests  # other workers count their own
         try:
             self._sync(result)
         except AuthError:
@@ -127,7 +127,7 @@ class ImageSync:
             logger.error("image %d failed: %s", image_id, exc)
             result.error = str(exc)
         finally:
-            result.requests = self.client.stats.requests - requests_before
+            result.requests = self.client.thread_requests - requests_before
             result.seconds = time.monotonic() - started
         return result
 

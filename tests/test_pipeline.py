@@ -23,6 +23,9 @@ def settings_for(api: FakeApi, database_url: str, **changes: Any) -> Settings:
         "images": tuple(api.world.actions),
         "per_page": 20,
         "token": TOKEN,
+        # The fake does not limit unless told to: let tests go at full speed.
+        "rate_limit_per_minute": 10**6,
+        "rate_limit_per_hour": 10**7,
         **changes,
     }
     return Settings(**values)

@@ -61,6 +61,7 @@ class FakeApi:
         hourly_limit: int = 5000,
         minute_limit: int = 250,
         enforce_limits: bool = False,
+        minute_window: float = MINUTE,
     ) -> None:
         self.world = world
         self.token = token
@@ -68,6 +69,7 @@ class FakeApi:
         self.hourly_limit = hourly_limit
         self.minute_limit = minute_limit
         self.enforce_limits = enforce_limits
+        self.minute_window = minute_window  # tests shrink "a minute" to keep runs short
         self.faults: deque[Fault] = deque()
         self.served: list[Served] = []
         self.last_page_shape = "first_prev"
@@ -140,7 +142,7 @@ class FakeApi:
         with self._lock:
             while self._stamps and self._stamps[0] <= now - HOUR:
                 self._stamps.popleft()
-            in_minute = sum(1 for stamp in self._stamps if stamp > now - MINUTE)
+            in_minute = sum(1 for stamp in self._stamps if stamp > now - self.minute_window)
             minute_hit = in_minute >= self.minute_limit
             hour_hit = len(self._stamps) >= self.hourly_limit
             if not (self.enforce_limits and (minute_hit or hour_hit)):
