@@ -22,7 +22,14 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from etl import __version__
-from etl.errors import ApiError, AuthError, DeferredError, NotFoundError, RetryableApiError
+from etl.errors import (
+    ApiError,
+    ApiUnreachableError,
+    AuthError,
+    DeferredError,
+    NotFoundError,
+    RetryableApiError,
+)
 from etl.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
@@ -129,7 +136,9 @@ class ApiClient:
         self._answered = threading.Condition(self._lock)
         self._in_flight = 0
         self._first_answer = False
+        self._probe: int | None = None  # the thread whose call is the run's probe
         self._refused: AuthError | None = None
+        self._unreachable: ApiUnreachableError | None = None
         self._retrying = Retrying(
             retry=retry_if_exception_type(TRANSIENT_ERRORS),
             wait=self._wait,
@@ -164,13 +173,44 @@ class ApiClient:
 
         Raises:
             ApiError: the origin is foreign, the status is fatal, or retries ran out.
+            ApiUnreachableError: the network failed on every attempt.
         """
         if urlsplit(url)[:2] != self._origin:
             raise ApiError(
                 f"refusing to request {urlsplit(url).netloc or url}: only {self.base_url} "
                 "may receive the token"
             )
-        result: dict[str, Any] = self._retrying.copy()(self._get_once, url, params)
+        me = threading.get_ident()
+        with self._answered:
+            # The run's first call is a probe: until the API has answered once, the other
+            # workers wait for its outcome, so a refused token or a dead API costs one
+            # call (with its retries), and the budget is known before any burst.
+            while self._probe not in (None, me) and not self._first_answer:
+                self._answered.wait()
+            if self._probe is None and not self._first_answer:
+                self._probe = me
+        try:
+            result: dict[str, Any] = self._retrying.copy()(self._get_once, url, params)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            kind = "timed out" if isinstance(exc, requests.Timeout) else "could not connect"
+            error = ApiUnreachableError(
+                f"the API at {self.base_url} {kind} on every attempt "
+                f"({type(exc).__name__}); check api_url and the network, then run again",
+                url=urlsplit(url).path,
+            )
+            with self._lock:
+                self._unreachable = self._unreachable or error
+            raise error from None
+        except requests.RequestException as exc:  # a body cut off on every attempt, say
+            raise ApiError(
+                f"GET {urlsplit(url).path} failed on every attempt ({type(exc).__name__})",
+                url=urlsplit(url).path,
+            ) from None
+        finally:
+            if self._probe == me:
+                with self._answered:
+                    self._probe = None
+                    self._answered.notify_all()
         return result
 
     def close(self) -> None:
@@ -189,12 +229,10 @@ class ApiClient:
             DeferredError: the budget left is below min_ratelimit_remaining.
         """
         with self._answered:
-            # The run's first request is a probe: the others wait for its answer, so a
-            # refused token costs one request and the budget is known before any burst.
-            while not self._first_answer and self._in_flight:
-                self._answered.wait()
             if self._refused is not None:  # a refused token is refused for every worker
                 raise AuthError(str(self._refused), status=self._refused.status)
+            if self._unreachable is not None:  # so is an API that is down
+                raise ApiUnreachableError(str(self._unreachable))
             remaining = self.stats.ratelimit_remaining
             if remaining is None or remaining - self._in_flight >= self._min_remaining:
                 self._in_flight += 1
@@ -222,6 +260,8 @@ class ApiClient:
         refused: AuthError | None = None
         try:
             response = self._session.get(url, params=params, timeout=self._timeout)
+            with self._answered:
+                self._first_answer = True  # the API answered: the probe's work is done
             self._note_rate_limit(response.headers)
             return self._read(response)
         except AuthError as exc:
@@ -230,7 +270,6 @@ class ApiClient:
         finally:
             with self._answered:
                 self._in_flight -= 1
-                self._first_answer = True
                 self._refused = self._refused or refused
                 self._answered.notify_all()
             if self._limiter is not None:

@@ -44,6 +44,10 @@ class RetryableApiError(ApiError):
         self.wait_hint = wait_hint
 
 
+class ApiUnreachableError(ApiError):
+    """The API could not be reached (connection refused, timeouts) even after retries."""
+
+
 class AuthError(ApiError):
     """The token was refused (401) or lacks the needed scope (403): no image can be synced."""
 

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from etl.client import ApiClient
-from etl.errors import ApiError, AuthError, NotFoundError, TransformError
+from etl.errors import ApiError, ApiUnreachableError, AuthError, NotFoundError, TransformError
 from etl.extract import get_image_action, iter_image_action_pages
 from etl.ledger import Rejected, in_progress_ids, save_rejected, stored_count
 from etl.load import UpsertCounts, upsert_actions
@@ -118,8 +118,8 @@ class ImageSync:
         requests_before = self.client.thread_requests  # other workers count their own
         try:
             self._sync(result)
-        except AuthError:
-            raise
+        except (AuthError, ApiUnreachableError):
+            raise  # no other image can get through either
         except NotFoundError as exc:
             logger.error("image %d failed: %s", image_id, exc)
             result.error, result.gone = str(exc), True

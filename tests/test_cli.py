@@ -217,3 +217,20 @@ def test_cli_sync_killed_midway_then_rerun_equals_an_uninterrupted_run(
     # What was committed before the kill was kept, not rewritten.
     first_seen = {row["id"]: row["first_seen_at"] for row in rows}
     assert all(first_seen[row["id"]] == row["first_seen_at"] for row in partial)
+
+
+def test_cli_unreachable_api_is_one_sentence_and_stops_the_run(tmp_path: Path) -> None:
+    from tests.servers import free_port
+
+    port = free_port()  # nothing listens there
+    result = run_cli(
+        "sync", "--api-url", f"http://127.0.0.1:{port}", "--database-url",
+        f"sqlite:///{tmp_path / 'x.db'}", "--image", "1", "--image", "2", "--image", "3",
+        env={"DO_IMAGE_ACTIONS_MAX_ATTEMPTS": "2"},
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    assert f"the API at http://127.0.0.1:{port} could not connect on every attempt" in result.stderr
+    assert "check api_url and the network" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("attempt 1 failed") == 1  # one probe, not one per image

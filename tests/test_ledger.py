@@ -226,9 +226,9 @@ def test_sqlite_lease_expired_or_dead_holder_is_taken_over(tmp_path: Any) -> Non
 def test_two_concurrent_syncs_exactly_one_runs(
     api: FakeApi, engine: Engine, database_url: str
 ) -> None:
-    api.latency = 0.05
+    api.latency = 0.1  # one worker, 27 pages: the first run lasts ~3 s, past the second's start
     args = [sys.executable, "-m", "etl", *sync_args(api, database_url, "--per-page", "5")]
-    env = {**os.environ, "DIGITALOCEAN_ACCESS_TOKEN": TOKEN}
+    env = {**os.environ, "DIGITALOCEAN_ACCESS_TOKEN": TOKEN, "DO_IMAGE_ACTIONS_WORKERS": "1"}
     first = subprocess.Popen(
         args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

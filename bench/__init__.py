@@ -1,0 +1,1 @@
+"""Benchmarks: the sync against the fake API, beside a floor measured in the same run."""

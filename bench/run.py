@@ -1,0 +1,226 @@
+"""Benchmark full and incremental syncs against a measured floor; print one table.
+
+python -m bench.run                       # every scenario, 3 repetitions, medians
+python -m bench.run --scenario 100k --dialects sqlite --reps 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from bench.serve import TOKEN
+from etl.database import open_engine
+from etl.migrate import upgrade
+from etl.summary import format_table
+
+SERVERS = {
+    "postgresql": os.environ.get(
+        "DO_IMAGE_ACTIONS_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    ),
+    "mariadb": os.environ.get(
+        "DO_IMAGE_ACTIONS_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
+    ),
+}
+UNLIMITED = {"DO_IMAGE_ACTIONS_RATE_LIMIT_PER_MINUTE": "1000000000",
+             "DO_IMAGE_ACTIONS_RATE_LIMIT_PER_HOUR": "1000000000"}  # fmt: skip
+
+
+@contextlib.contextmanager
+def database(dialect: str, folder: Path) -> Iterator[str]:
+    """Yield the URL of a new database migrated to head; drop it afterwards."""
+    if dialect == "sqlite":
+        path = folder / f"{uuid.uuid4().hex}.db"
+        url = f"sqlite:///{path}"
+    else:
+        admin_url = make_url(SERVERS[dialect])
+        name = f"dia_bench_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+        url = admin_url.set(database=name).render_as_string(hide_password=False)
+    engine = open_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        if dialect != "sqlite":
+            with admin.connect() as conn:
+                force = " WITH (FORCE)" if dialect == "postgresql" else ""
+                conn.execute(text(f"DROP DATABASE {name}{force}"))
+            admin.dispose()
+
+
+@contextlib.contextmanager
+def fake_api(
+    images: int, actions: int, latency: float = 0.0, limit: int = 0
+) -> Iterator[tuple[str, str, list[str]]]:
+    """Yield the URL and image ids of a fake API in its own process, and its last words."""
+    command = [sys.executable, "-m", "bench.serve", "--images", str(images), "--actions",
+               str(actions), "--latency", str(latency), "--minute-limit", str(limit)]  # fmt: skip
+    server = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None  # noqa: S101
+    assert server.stdin is not None  # noqa: S101
+    url, ids = server.stdout.readline().split()
+    last_words: list[str] = []
+    try:
+        yield url, ids, last_words
+    finally:
+        server.stdin.close()
+        last_words.append(server.stdout.read().strip())
+        server.wait(timeout=60)
+
+
+def run_measured(command: list[str], env: dict[str, str]) -> tuple[str, float, float]:
+    """Run a process; return its stdout, wall seconds and peak RSS in MiB."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    out, err = process.communicate()
+    wall = time.perf_counter() - started
+    if process.returncode not in (0, 3):
+        raise RuntimeError(f"{command[3:5]} exited {process.returncode}: {err[-2000:]}")
+    peak = json.loads(out.splitlines()[-1]).get("peak_rss_mib", 0.0)
+    return out, wall, peak
+
+
+def sync(url: str, ids: str, database_url: str, *, limited: bool = False) -> dict[str, Any]:
+    """Run one `do-image-actions sync` process and return its JSON summary and peak RSS."""
+    env = {
+        **os.environ,
+        "DIGITALOCEAN_ACCESS_TOKEN": TOKEN,
+        "DO_IMAGE_ACTIONS_API_URL": url,
+        "DO_IMAGE_ACTIONS_DATABASE_URL": database_url,
+        "DO_IMAGE_ACTIONS_IMAGES": ids,
+        **({} if limited else UNLIMITED),
+    }
+    command = [sys.executable, "-m", "bench.measure", "sync", "--json", "-q"]
+    out, wall, peak = run_measured(command, env)
+    summary = json.loads(out.splitlines()[-2])
+    return {**summary, "wall": wall, "peak": peak}
+
+
+def floor(url: str, ids: str, database_url: str) -> dict[str, Any]:
+    """Measure the floor in its own process."""
+    command = [sys.executable, "-m", "bench.floor", "--api-url", url, "--images", ids,
+               "--database-url", database_url]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+@dataclass
+class Row:
+    """One line of the results table (medians)."""
+
+    scenario: str
+    dialect: str
+    seconds: float
+    actions: int
+    requests: int
+    peak: float
+    floor: float | None
+    note: str = ""
+
+    def cells(self) -> list[str]:
+        """Return the row as printed cells."""
+        ratio = f"{self.seconds / self.floor:.2f}" if self.floor else ""
+        rate = f"{self.actions / self.seconds:,.0f}" if self.actions else ""
+        floor = f"{self.floor:.2f}" if self.floor else ""
+        return [self.scenario, self.dialect, f"{self.seconds:.2f}", rate, str(self.requests),
+                f"{self.peak:.0f}", floor, ratio, self.note]  # fmt: skip
+
+
+def median(values: list[float]) -> float:
+    """Return the median."""
+    return statistics.median(values)
+
+
+def scenario_100k(
+    dialects: list[str], reps: int, folder: Path, images: int, actions: int
+) -> list[Row]:
+    """Full and incremental syncs of images x actions, beside the floor, per dialect."""
+    rows = []
+    with fake_api(images, actions) as (url, ids, _):
+        for dialect in dialects:
+            full, incremental, floors = [], [], []
+            for _ in range(reps):
+                with database(dialect, folder) as floor_db:
+                    measured = floor(url, ids, floor_db)
+                    floors.append(measured["fetch"] + measured["upsert"])
+                with database(dialect, folder) as db:
+                    full.append(sync(url, ids, db))
+                    incremental.append(sync(url, ids, db))
+            label = f"{images}x{actions}"
+            base = median(floors)
+            full_s = median([r["seconds"] for r in full])
+            peak = median([r["peak"] for r in full])
+            rows.append(Row(f"{label} full", dialect, full_s, full[0]["inserted"],
+                            full[0]["requests"], peak, base))  # fmt: skip
+            inc_s = median([r["seconds"] for r in incremental])
+            rows.append(Row(f"{label} incremental", dialect, inc_s, 0,
+                            incremental[0]["requests"], median([r["peak"] for r in incremental]),
+                            None, f"{inc_s / full_s:.1%} of full"))  # fmt: skip
+    return rows
+
+
+def scenario_ratelimit(reps: int, folder: Path, images: int) -> list[Row]:
+    """Images one-page images at 100 ms latency against an enforced 250-a-minute limit."""
+    limit, seconds, notes, requests, peaks = 250, [], [], 0, []
+    for _ in range(reps):
+        with (
+            fake_api(images, 5, latency=0.1, limit=limit) as (url, ids, last_words),
+            database("sqlite", folder) as db,
+        ):
+            result = sync(url, ids, db, limited=True)
+        seconds.append(result["seconds"])
+        requests = result["requests"]
+        peaks.append(result["peak"])
+        notes.append(last_words[0])
+    ideal = max(images - limit, 0) / limit * 60 + 0.1
+    taken = median(seconds)
+    note = f"ideal {ideal:.0f} s, {taken / ideal - 1:+.1%}; fake: {'; '.join(sorted(set(notes)))}"
+    return [Row(f"{images} images, 100 ms, {limit}/min", "sqlite", taken, 0, requests,
+                median(peaks), None, note)]  # fmt: skip
+
+
+def main() -> None:
+    """Run the chosen scenarios and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scenario", choices=["100k", "1m", "ratelimit", "all"], default="all")
+    parser.add_argument("--dialects", default="sqlite,postgresql,mariadb")
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    dialects = args.dialects.split(",")
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="dia-bench-") as tmp:
+        folder = Path(tmp)
+        if args.scenario in ("100k", "all"):
+            rows += scenario_100k(dialects, args.reps, folder, 200, 500)
+        if args.scenario in ("1m", "all"):
+            rows += scenario_100k(["sqlite"], args.reps, folder, 2000, 500)
+        if args.scenario in ("ratelimit", "all"):
+            rows += scenario_ratelimit(args.reps, folder, 1000)
+    columns = ["scenario", "database", "seconds", "actions/s", "requests", "peak RSS MiB",
+               "floor s", "x floor", "note"]  # fmt: skip
+    print(f"medians of {args.reps} runs; seconds are the sync's own clock (no interpreter start)")
+    print(format_table([row.cells() for row in rows], columns))
+
+
+if __name__ == "__main__":
+    main()
