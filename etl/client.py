@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -46,6 +47,14 @@ TRANSIENT_ERRORS = (
     requests.exceptions.ContentDecodingError,
 )
 BACKOFF_MULTIPLIER = 0.5  # first backoff 0.5 s, then 1, 2, 4 ... up to max_retry_wait
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A 200's JSON object and a fingerprint of the bytes it came in."""
+
+    body: dict[str, Any]
+    digest: str
 
 
 @dataclass
@@ -172,6 +181,14 @@ class ApiClient:
         """Return the JSON object at ``url`` (absolute, on our origin), retrying transient faults.
 
         Raises:
+            ApiError: see get_answer.
+        """
+        return self.get_answer(url, params).body
+
+    def get_answer(self, url: str, params: Mapping[str, Any] | None = None) -> Answer:
+        """Return the JSON object at ``url`` and a fingerprint of its bytes.
+
+        Raises:
             ApiError: the origin is foreign, the status is fatal, or retries ran out.
             ApiUnreachableError: the network failed on every attempt.
         """
@@ -190,7 +207,7 @@ class ApiClient:
             if self._probe is None and not self._first_answer:
                 self._probe = me
         try:
-            result: dict[str, Any] = self._retrying.copy()(self._get_once, url, params)
+            answer: Answer = self._retrying.copy()(self._get_once, url, params)
         except (requests.ConnectionError, requests.Timeout) as exc:
             kind = "timed out" if isinstance(exc, requests.Timeout) else "could not connect"
             error = ApiUnreachableError(
@@ -211,7 +228,7 @@ class ApiClient:
                 with self._answered:
                     self._probe = None
                     self._answered.notify_all()
-        return result
+        return answer
 
     def close(self) -> None:
         """Close every worker's HTTP session and its pooled connections."""
@@ -250,7 +267,7 @@ class ApiClient:
             "and the next run carries on"
         )
 
-    def _get_once(self, url: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _get_once(self, url: str, params: Mapping[str, Any] | None) -> Answer:
         self._check_budget()
         self._local.requests = self.thread_requests + 1
         with self._lock:
@@ -275,8 +292,8 @@ class ApiClient:
             if self._limiter is not None:
                 self._limiter.release()
 
-    def _read(self, response: requests.Response) -> dict[str, Any]:
-        """Return the JSON object of a 200, or raise the error its status means."""
+    def _read(self, response: requests.Response) -> Answer:
+        """Return the JSON object of a 200 and its fingerprint, or raise what the status means."""
         where = urlsplit(response.url).path + (
             "?" + urlsplit(response.url).query if urlsplit(response.url).query else ""
         )
@@ -291,7 +308,7 @@ class ApiClient:
                 ) from None
             if not isinstance(body, dict):
                 raise ApiError(f"GET {where} answered with JSON that is not an object", url=where)
-            return body
+            return Answer(body, hashlib.blake2b(response.content, digest_size=16).hexdigest())
         detail, request_id = _error_detail(response)
         suffix = f" [request_id {request_id}]" if request_id else ""
         status = response.status_code

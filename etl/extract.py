@@ -22,6 +22,7 @@ class Page:
     number: int
     items: list[Any]
     total: int | None
+    digest: str = ""  # fingerprint of the page's bytes
 
 
 def next_link(body: dict[str, Any]) -> str | None:
@@ -77,7 +78,8 @@ def iter_pages(
     number = 0
     while True:
         number += 1
-        body = client.get_json(url, query)
+        answer = client.get_answer(url, query)
+        body = answer.body
         items = body.get(key)
         if not isinstance(items, list):
             raise ApiError(
@@ -86,7 +88,7 @@ def iter_pages(
                 url=path,
             )
         total = parse_total(body)
-        yield Page(number=number, items=items, total=total)
+        yield Page(number=number, items=items, total=total, digest=answer.digest)
 
         link = next_link(body)
         if link is None:

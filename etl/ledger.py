@@ -95,35 +95,68 @@ def finish_run(
         )
 
 
-def save_image_state(
-    conn: Connection,
-    *,
-    image_id: int,
-    run_id: int,
-    now: datetime,
-    ok: bool,
-    meta_total: int | None,
-    error: str | None,
-    gone: bool,
+@dataclass(frozen=True)
+class ImageState:
+    """What a run learned about one image."""
+
+    image_id: int
+    ok: bool
+    meta_total: int | None
+    error: str | None
+    gone: bool
+    first_page_digest: str | None
+
+
+def save_image_states(
+    conn: Connection, states: Sequence[ImageState], *, run_id: int, now: datetime
 ) -> None:
-    """Upsert an image's sync state after it was synced (or failed)."""
-    values: dict[str, Any] = {
-        "image_id": image_id,
-        "last_attempt_at": now,
-        "last_meta_total": meta_total,
-        "last_error": error[:MAX_ERROR_TEXT] if error else None,
-        "gone": gone,
-        "last_run_id": run_id,
-    }
-    previous = conn.execute(
-        select(image_sync_state.c.last_success_at, image_sync_state.c.last_meta_total).where(
-            image_sync_state.c.image_id == image_id
+    """Upsert the sync state of many images in one statement.
+
+    A failed image keeps its last success and, when this run learned none, its last
+    meta.total.
+    """
+    if not states:
+        return
+    ids = [state.image_id for state in states]
+    previous = {
+        row.image_id: row
+        for row in conn.execute(
+            select(
+                image_sync_state.c.image_id,
+                image_sync_state.c.last_success_at,
+                image_sync_state.c.last_meta_total,
+            ).where(image_sync_state.c.image_id.in_(ids))
         )
-    ).first()
-    values["last_success_at"] = now if ok else (previous.last_success_at if previous else None)
-    if meta_total is None and previous is not None:
-        values["last_meta_total"] = previous.last_meta_total
-    conn.execute(upsert_statement(conn.dialect.name, image_sync_state), [values])
+    }
+    rows = []
+    for state in states:
+        before = previous.get(state.image_id)
+        rows.append(
+            {
+                "image_id": state.image_id,
+                "last_attempt_at": now,
+                "last_success_at": now
+                if state.ok
+                else (before.last_success_at if before else None),
+                "last_meta_total": state.meta_total
+                if state.meta_total is not None or before is None
+                else before.last_meta_total,
+                "last_error": state.error[:MAX_ERROR_TEXT] if state.error else None,
+                "gone": state.gone,
+                "last_run_id": run_id,
+                "first_page_digest": state.first_page_digest,
+            }
+        )
+    conn.execute(upsert_statement(conn.dialect.name, image_sync_state), rows)
+
+
+def first_page_digest(conn: Connection, image_id: int) -> str | None:
+    """Return the fingerprint of an image's first page at its last clean sync."""
+    query = select(image_sync_state.c.first_page_digest).where(
+        image_sync_state.c.image_id == image_id
+    )
+    value: str | None = conn.execute(query).scalar()
+    return value
 
 
 def save_rejected(

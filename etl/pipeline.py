@@ -18,7 +18,7 @@ from etl.database import open_engine, translate_errors
 from etl.errors import ConfigError, DeferredError, EtlError, LockedOutError, TooManyRejectedError
 from etl.extract import iter_image_ids
 from etl.image_sync import ImageResult, ImageSync
-from etl.ledger import finish_run, last_success_at, save_image_state, start_run
+from etl.ledger import ImageState, finish_run, last_success_at, save_image_states, start_run
 from etl.load import UpsertCounts
 from etl.lock import SyncLock
 from etl.migrate import current_revision, ensure_schema, head_revision
@@ -111,6 +111,7 @@ class _Run:
     stop: threading.Event = field(default_factory=threading.Event)
     tally: threading.Lock = field(default_factory=threading.Lock)
     rejected_by_image: dict[int, int] = field(default_factory=dict)
+    states: list[ImageState] = field(default_factory=list)
 
     def images(self) -> list[int]:
         if self.settings.all_images:
@@ -182,25 +183,31 @@ class _Run:
             self.result.requests = stats.requests
             self.result.retries = stats.retries
             self.result.rate_limit_wait = self.client.rate_limit_wait
+        self.save_states()  # also when a worker's error ended the run: what finished, finished
         if failure is not None:
             raise failure
 
     def record(self, image: ImageResult) -> None:
-        """Save a finished image's sync state and report it."""
-        if self.result.run_id is not None:
-            with self.engine.begin() as conn:
-                save_image_state(
-                    conn,
-                    image_id=image.image_id,
-                    run_id=self.result.run_id,
-                    now=self.now(),
-                    ok=image.ok,
-                    meta_total=image.total,
-                    error=image.error,
-                    gone=image.gone,
-                )
+        """Note a finished image's state (saved in one batch at the end) and report it."""
+        clean = image.ok and not image.rejected  # only then may its first page be skipped
+        self.states.append(
+            ImageState(
+                image_id=image.image_id,
+                ok=image.ok,
+                meta_total=image.total,
+                error=image.error,
+                gone=image.gone,
+                first_page_digest=image.first_page_digest if clean else None,
+            )
+        )
         if self.on_image is not None:
             self.on_image(image)
+
+    def save_states(self) -> None:
+        """Write every finished image's state, in one transaction."""
+        if self.result.run_id is not None and self.states:
+            with self.engine.begin() as conn:
+                save_image_states(conn, self.states, run_id=self.result.run_id, now=self.now())
 
     def finish(self, error: str | None = None) -> None:
         if self.result.run_id is None:

@@ -132,6 +132,9 @@ image_sync_state = Table(
     Column("last_error", Text),
     Column("gone", Boolean, nullable=False),  # the API answered 404 for the image
     Column("last_run_id", Integer, ForeignKey("sync_runs.id"), nullable=False),
+    # Fingerprint of the first page's bytes after a clean sync: the same bytes again,
+    # with meta.total equal to what is stored, mean there is nothing new to read.
+    Column("first_page_digest", String(32)),
     comment="Per-image sync state: last success, last meta.total, last error.",
     mysql_charset="utf8mb4",  # emoji and all of Unicode on MySQL/MariaDB
 )

@@ -99,8 +99,10 @@ def test_incremental_falls_back_to_a_full_scan_when_order_is_not_newest_first(
 
     run = sync(api, database_url)
 
-    assert run.requests == 9
-    assert not any(image.stopped_early for image in run.images)
+    # The changed image is scanned to the end; the two unchanged ones are known by their
+    # first page's fingerprint and cost one request each.
+    assert [image.pages for image in run.images] == [3, 1, 1]
+    assert not run.images[0].stopped_early
     assert "not listed newest first; scanned fully" in caplog.text
     assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
 
@@ -171,3 +173,20 @@ def test_after_any_interrupted_runs_an_incremental_run_equals_a_full_sync(
 
     assert final.outcome == "succeeded"
     assert without_bookkeeping(read_rows(engine)) == expected_table(world)
+
+
+def test_an_unchanged_first_page_is_not_read_again_unless_rows_went_missing(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    sync(api, database_url)
+    again = sync(api, database_url)
+    assert [image.stopped_early for image in again.images] == [True] * 3
+    assert again.requests == 3
+    image_id = next(iter(api.world.actions))
+    with engine.begin() as conn:  # someone deletes stored rows behind our back
+        conn.execute(delete(image_actions).where(image_actions.c.image_id == image_id))
+
+    repaired = sync(api, database_url)
+
+    assert repaired.images[0].counts.inserted == 45
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
