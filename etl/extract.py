@@ -23,6 +23,7 @@ class Page:
     items: list[Any]
     total: int | None
     digest: str = ""  # fingerprint of the page's bytes
+    known: bool = False  # the bytes matched the known first-page fingerprint: not parsed
 
 
 def next_link(body: dict[str, Any]) -> str | None:
@@ -60,11 +61,13 @@ def iter_pages(
     per_page: int,
     label: str,
     params: dict[str, Any] | None = None,
+    known_first_digest: str | None = None,
 ) -> Iterator[Page]:
     """Yield every page of the collection at ``path`` whose items sit under ``key``.
 
     After page 1 the API's next link is followed as given (it carries page and per_page),
-    but only when it stays on our origin and on the same path.
+    but only when it stays on our origin and on the same path. A first page whose bytes
+    match ``known_first_digest`` is yielded unparsed (``known``), and paging stops there.
 
     Raises:
         PaginationError: a next link leaves the path, repeats a page, or pages run past
@@ -78,8 +81,13 @@ def iter_pages(
     number = 0
     while True:
         number += 1
-        answer = client.get_answer(url, query)
+        answer = client.get_answer(
+            url, query, known_digest=known_first_digest if number == 1 else None
+        )
         body = answer.body
+        if body is None:
+            yield Page(number=number, items=[], total=None, digest=answer.digest, known=True)
+            return
         items = body.get(key)
         if not isinstance(items, list):
             raise ApiError(
@@ -132,7 +140,9 @@ def _image_not_found(image_id: int, exc: NotFoundError) -> NotFoundError:
     )
 
 
-def iter_image_action_pages(client: ApiClient, image_id: int, *, per_page: int) -> Iterator[Page]:
+def iter_image_action_pages(
+    client: ApiClient, image_id: int, *, per_page: int, known_first_digest: str | None = None
+) -> Iterator[Page]:
     """Yield every page of actions of one image, first to last.
 
     Raises:
@@ -146,6 +156,7 @@ def iter_image_action_pages(client: ApiClient, image_id: int, *, per_page: int) 
         "actions",
         per_page=per_page,
         label=f"image {image_id}",
+        known_first_digest=known_first_digest,
     )
     try:
         yield from pages

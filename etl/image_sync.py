@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from etl.client import ApiClient
 from etl.errors import ApiError, ApiUnreachableError, AuthError, NotFoundError, TransformError
 from etl.extract import Page, get_image_action, iter_image_action_pages
-from etl.ledger import Rejected, first_page_digest, in_progress_ids, save_rejected, stored_count
+from etl.ledger import Rejected, first_page_state, in_progress_ids, save_rejected, stored_count
 from etl.load import UpsertCounts, upsert_actions
 from etl.timeutil import utc_now
 from etl.transform import ActionRow, flatten_action
@@ -136,18 +136,30 @@ class ImageSync:
         image_id = result.image_id
         with self.engine.connect() as conn:
             stored_before = stored_count(conn, image_id)
-            known_digest = None if self.full else first_page_digest(conn, image_id)
+            known_digest, known_total = (
+                (None, None) if self.full else first_page_state(conn, image_id)
+            )
+            # Without in-progress actions to refresh, a known first page need not be parsed:
+            # its ids are not needed, and its meta.total is the one recorded with it.
+            unparsed = known_digest if not in_progress_ids(conn, image_id) else None
         for scan in range(1, SCANS_PER_IMAGE + 1):
             seen: set[int] = set()
             nameless = 0  # rejected actions without a usable id count once each
             accounted = 0  # new rows plus rejects: actions the stored table did not hold
             last_id: int | None = None
             ordered = True
-            for page in iter_image_action_pages(self.client, image_id, per_page=self.per_page):
+            pages = iter_image_action_pages(
+                self.client,
+                image_id,
+                per_page=self.per_page,
+                known_first_digest=unparsed if scan == 1 and known_total == stored_before else None,
+            )
+            for page in pages:
                 if page.number == 1:
                     result.first_page_digest = page.digest
-                    if scan == 1 and known_digest == page.digest and page.total == stored_before:
-                        self._take_known_page(result, page, seen)
+                    total = known_total if page.known else page.total
+                    if scan == 1 and known_digest == page.digest and total == stored_before:
+                        self._take_known_page(result, page, seen, stored_before)
                         break
                 rows, rejected = split_page(page.items, image_id, page.number)
                 counts = self._store(image_id, rows, rejected)
@@ -194,7 +206,9 @@ class ImageSync:
                 SCANS_PER_IMAGE,
             )
 
-    def _take_known_page(self, result: ImageResult, page: Page, seen: set[int]) -> None:
+    def _take_known_page(
+        self, result: ImageResult, page: Page, seen: set[int], stored: int
+    ) -> None:
         """Take a first page byte-identical to the last clean sync's as read, and stop there.
 
         Same bytes, and meta.total equal to the rows stored: nothing on it or past it is
@@ -202,10 +216,11 @@ class ImageSync:
         """
         ids = {item.get("id") for item in page.items if isinstance(item, dict)}
         seen.update(i for i in ids if isinstance(i, int))
-        result.counts += UpsertCounts(unchanged=len(ids))
+        on_page = len(ids) if not page.known else min(stored, self.per_page)
+        result.counts += UpsertCounts(unchanged=on_page)
         result.pages += 1
-        result.total = page.total
-        result.received = len(ids)
+        result.total = stored
+        result.received = on_page
         result.stopped_early = True
         if self.on_page is not None:
             self.on_page(result)

@@ -150,13 +150,11 @@ def save_image_states(
     conn.execute(upsert_statement(conn.dialect.name, image_sync_state), rows)
 
 
-def first_page_digest(conn: Connection, image_id: int) -> str | None:
-    """Return the fingerprint of an image's first page at its last clean sync."""
-    query = select(image_sync_state.c.first_page_digest).where(
-        image_sync_state.c.image_id == image_id
-    )
-    value: str | None = conn.execute(query).scalar()
-    return value
+def first_page_state(conn: Connection, image_id: int) -> tuple[str | None, int | None]:
+    """Return an image's first-page fingerprint and meta.total at its last clean sync."""
+    query = select(image_sync_state.c.first_page_digest, image_sync_state.c.last_meta_total)
+    row = conn.execute(query.where(image_sync_state.c.image_id == image_id)).first()
+    return (row.first_page_digest, row.last_meta_total) if row else (None, None)
 
 
 def save_rejected(

@@ -182,3 +182,15 @@ def test_get_json_records_rate_limit_headers(api: FakeApi, client: ApiClient) ->
 
     assert client.stats.ratelimit_limit == 5000
     assert client.stats.ratelimit_remaining == 4999
+
+
+def test_get_answer_skips_parsing_bytes_it_already_knows(api: FakeApi, client: ApiClient) -> None:
+    first = client.get_answer(actions_url(api))
+
+    known = client.get_answer(actions_url(api), known_digest=first.digest)
+    other = client.get_answer(actions_url(api), {"per_page": 5}, known_digest=first.digest)
+
+    assert first.body is not None
+    assert (known.body, known.digest) == (None, first.digest)
+    assert other.body is not None
+    assert other.digest != first.digest

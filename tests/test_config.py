@@ -121,6 +121,10 @@ def test_require_token_names_both_ways_to_give_one() -> None:
         pytest.param('token = "x"', "never put the token in a file", id="token-in-file"),
         pytest.param("per_page = ", "not valid TOML", id="bad-toml"),
         pytest.param("auto_migrate = 3", "must be true or false", id="bool"),
+        pytest.param("workers = 0", "workers .* must be from 1 to 32, not 0", id="workers-zero"),
+        pytest.param("workers = 33", "must be from 1 to 32, not 33", id="workers-many"),
+        pytest.param("rate_limit_per_minute = 0", "must be at least 1", id="rate-zero"),
+        pytest.param('log_format = "xml"', "must be one of text, json", id="log-format"),
     ],
 )
 def test_load_settings_rejects_bad_file_values(tmp_path: Path, toml: str, message: str) -> None:
