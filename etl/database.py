@@ -52,7 +52,9 @@ def open_engine(url: str) -> Engine:
 def _sqlite_begin(conn: Any) -> None:
     # Workers write from several threads: a deferred transaction that reads and then
     # writes fails at once when another committed in between; IMMEDIATE waits its turn.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # A connection marked read_only only reads, and need not queue behind the writers.
+    read_only = conn.get_execution_options().get("read_only", False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def describe_failure(exc: SQLAlchemyError) -> str:

@@ -134,14 +134,15 @@ class ImageSync:
 
     def _sync(self, result: ImageResult) -> None:
         image_id = result.image_id
-        with self.engine.connect() as conn:
+        with self.engine.connect().execution_options(read_only=True) as conn:
             stored_before = stored_count(conn, image_id)
             known_digest, known_total = (
                 (None, None) if self.full else first_page_state(conn, image_id)
             )
             # Without in-progress actions to refresh, a known first page need not be parsed:
             # its ids are not needed, and its meta.total is the one recorded with it.
-            unparsed = known_digest if not in_progress_ids(conn, image_id) else None
+            running = in_progress_ids(conn, image_id)
+            unparsed = known_digest if not running else None
         for scan in range(1, SCANS_PER_IMAGE + 1):
             seen: set[int] = set()
             nameless = 0  # rejected actions without a usable id count once each
@@ -188,7 +189,7 @@ class ImageSync:
                     break
             result.received = len(seen) + nameless
             if result.stopped_early:
-                self._refresh_in_progress(result, seen)
+                self._refresh_in_progress(result, running, seen)
                 return
             if not self.full and not ordered:
                 logger.info(
@@ -240,10 +241,13 @@ class ImageSync:
         )
         return counts
 
-    def _refresh_in_progress(self, result: ImageResult, seen: set[int]) -> None:
-        """Fetch, one by one, stored in-progress actions that the pages did not reach."""
-        with self.engine.connect() as conn:
-            pending = [i for i in in_progress_ids(conn, result.image_id) if i not in seen]
+    def _refresh_in_progress(self, result: ImageResult, running: list[int], seen: set[int]) -> None:
+        """Fetch, one by one, the actions stored as in-progress that the pages did not reach.
+
+        ``running`` was read before the pages: any in-progress row written since came from
+        a page, so it is in ``seen``.
+        """
+        pending = [action_id for action_id in running if action_id not in seen]
         fetched = []
         for action_id in pending:
             try:
