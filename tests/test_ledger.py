@@ -114,12 +114,15 @@ def test_ledger_records_a_deferred_run_when_the_budget_is_nearly_spent(
     with FakeApi(world, token=TOKEN, hourly_limit=10) as api:
         run = sync(api, database_url, min_ratelimit_remaining=5)
 
+        served = len(api.served)
         assert run.outcome == "deferred"
-        assert len(api.served) == 6  # remaining fell to 4 (< 5): no 7th request, no 429
+        # Requests in flight count as spent, and answers to concurrent requests arrive in
+        # any order, so the run may stop a request or two early; never late, never a 429.
+        assert 4 <= served <= 6
         assert all(entry.status == 200 for entry in api.served)
     [row] = ledger(engine)
-    assert (row["outcome"], row["requests"]) == ("deferred", 6)
-    assert "ratelimit-remaining 4 is below min_ratelimit_remaining 5" in row["error"]
+    assert (row["outcome"], row["requests"]) == ("deferred", served)
+    assert "is below min_ratelimit_remaining 5" in row["error"]
 
 
 def test_cli_deferred_run_exits_5_and_the_next_run_carries_on(
