@@ -311,9 +311,8 @@ class ApiClient:
 
     def _read(self, response: requests.Response, known_digest: str | None = None) -> Answer:
         """Return the JSON object of a 200 and its fingerprint, or raise what the status means."""
-        where = urlsplit(response.url).path + (
-            "?" + urlsplit(response.url).query if urlsplit(response.url).query else ""
-        )
+        parts = urlsplit(response.url)
+        where = parts.path + (f"?{parts.query}" if parts.query else "")
         if response.status_code == 200:
             digest = hashlib.blake2b(response.content, digest_size=16).hexdigest()
             if digest == known_digest:

@@ -53,11 +53,6 @@ class Settings:
     metrics_file: str | None = None
     token: str | None = field(default=None, repr=False)
 
-    @property
-    def database_url_display(self) -> str:
-        """Return the database URL with any password masked, for messages and logs."""
-        return mask_database_url(self.database_url)
-
     def require_token(self) -> str:
         """Return the API token.
 

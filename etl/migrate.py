@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -33,9 +34,15 @@ def alembic_config() -> Config:
     return config
 
 
+@cache
+def _scripts() -> ScriptDirectory:
+    """Return the shipped revisions, read from disk once per process: they cannot change."""
+    return ScriptDirectory.from_config(alembic_config())
+
+
 def head_revision() -> str:
     """Return the newest revision this version of the tool ships."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    head = _scripts().get_current_head()
     if head is None:
         raise DatabaseError("no migration revisions found; reinstall do-image-actions")
     return head
@@ -66,9 +73,7 @@ def ensure_schema(engine: Engine, *, auto_migrate: bool) -> str:
     current = current_revision(engine)
     if current == head:
         return head
-    known = {
-        script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
-    }
+    known = {script.revision for script in _scripts().walk_revisions()}
     if current is not None and current not in known:
         raise DatabaseError(
             f"the database is at schema revision {current!r}, which this version of "

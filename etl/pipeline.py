@@ -234,12 +234,13 @@ class _Run:
             lock.claim()
         except LockedOutError as exc:
             self.result.stopped, self.result.error = "locked_out", str(exc)
-            if current_revision(self.engine) == head_revision():
+            head = head_revision()
+            if current_revision(self.engine) == head:  # else there is no ledger to write to
                 self.result.run_id = start_run(
                     self.engine,
                     mode=mode,
                     images_requested=requested,
-                    schema_revision=head_revision(),
+                    schema_revision=head,
                     now=self.now(),
                     outcome="locked_out",
                 )
