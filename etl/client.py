@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -10,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from tenacity import (
@@ -29,9 +30,21 @@ from etl.errors import (
     AuthError,
     DeferredError,
     NotFoundError,
+    RedirectRefusedError,
+    ResponseTooLargeError,
     RetryableApiError,
+    RunInterrupted,
 )
 from etl.ratelimit import RateLimiter
+from etl.transport import (
+    BodyTooLarge,
+    BodyUnreadable,
+    Slot,
+    UnsupportedEncoding,
+    Watchdog,
+    new_session,
+    read_body,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +60,9 @@ TRANSIENT_ERRORS = (
     requests.exceptions.ContentDecodingError,
 )
 BACKOFF_MULTIPLIER = 0.5  # first backoff 0.5 s, then 1, 2, 4 ... up to max_retry_wait
+MAX_REDIRECTS = 5
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+REDACTED = "***"
 
 
 @dataclass(frozen=True)
@@ -83,17 +99,32 @@ def _header_number(headers: Mapping[str, str], name: str) -> float | None:
         return None
 
 
-def _error_detail(response: requests.Response) -> tuple[str, str | None]:
-    """Return 'status id: message' and the request id from an error response."""
+def parse_json(content: bytes) -> Any:
+    """Return the JSON value of UTF-8 ``content``, or None when it is not valid JSON.
+
+    RFC 8259 JSON is UTF-8: invalid bytes make invalid JSON, never U+FFFD. Nesting deeper
+    than Python's parser goes is refused the same way, not raised as RecursionError.
+    """
     try:
-        body = response.json()
-    except ValueError:
-        body = None
+        return json.loads(content.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
+def _text(value: Any, limit: int = 200) -> str:
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def _error_detail(
+    response: requests.Response, content: bytes
+) -> tuple[str, str | None, str | None]:
+    """Return 'status id: message', the error id and the request id of an error response."""
+    body = parse_json(content)
     if isinstance(body, dict):
-        detail = f"{response.status_code} {body.get('id', '')}: {body.get('message', '')}".strip()
-        request_id = body.get("request_id")
-        return detail, request_id if isinstance(request_id, str) else None
-    return f"{response.status_code} {response.reason}", None
+        error_id, message = _text(body.get("id"), 60), _text(body.get("message"))
+        detail = f"{response.status_code} {error_id}: {message}".strip()
+        return detail, error_id or None, _text(body.get("request_id"), 80) or None
+    return f"{response.status_code} {_text(response.reason, 60)}", None, None
 
 
 class stop_when_waits_exceed(stop_base):  # named like tenacity's own stops
@@ -123,8 +154,10 @@ class ApiClient:
         max_retry_wait: float = 120.0,
         max_total_wait: float = 600.0,
         min_ratelimit_remaining: int = 0,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
         limiter: RateLimiter | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        stop: threading.Event | None = None,
+        sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -132,9 +165,14 @@ class ApiClient:
         self._timeout = timeout
         self._max_retry_wait = max_retry_wait
         self._min_remaining = min_ratelimit_remaining
+        self._max_response_bytes = max_response_bytes
         self._limiter = limiter
-        self._sleep = sleep
+        self._stop = stop or threading.Event()
+        self._sleep = sleep or self._stop.wait  # a stop ends a retry's wait at once
         self._clock = clock
+        self._token = token
+        self._token_bytes = token.encode() if token else b"\x00no-token"
+        self._watchdog = Watchdog(self._stop)
         self.stats = ClientStats()
         self._headers = {
             "Authorization": f"Bearer {token}",
@@ -156,7 +194,7 @@ class ApiClient:
             retry=retry_if_exception_type(TRANSIENT_ERRORS),
             wait=self._wait,
             stop=stop_after_attempt(max_attempts) | stop_when_waits_exceed(max_total_wait),
-            sleep=self._sleep,
+            sleep=self._pause,
             before_sleep=self._before_sleep,
             reraise=True,  # callers see the real error, not tenacity.RetryError
         )
@@ -171,8 +209,7 @@ class ApiClient:
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = requests.Session()
-            session.headers.update(self._headers)
+            session = self._local.session = new_session(self._headers)
             with self._lock:
                 self._sessions.append(session)
         return session
@@ -251,6 +288,13 @@ class ApiClient:
             sessions, self._sessions = self._sessions, []
         for session in sessions:
             session.close()
+        self._watchdog.close()
+
+    def _pause(self, seconds: float) -> None:
+        """Wait before a retry; a stop ends the wait and the request."""
+        self._sleep(seconds)
+        if self._stop.is_set():
+            raise RunInterrupted("the run was asked to stop")
 
     def _check_budget(self) -> None:
         """Claim a request from the hourly budget, or defer the run when it is nearly spent.
@@ -260,6 +304,8 @@ class ApiClient:
         Raises:
             DeferredError: the budget left is below min_ratelimit_remaining.
         """
+        if self._stop.is_set():
+            raise RunInterrupted("the run was asked to stop")
         with self._answered:
             if self._refused is not None:  # a refused token is refused for every worker
                 raise AuthError(str(self._refused), status=self._refused.status)
@@ -286,18 +332,15 @@ class ApiClient:
         self, url: str, params: Mapping[str, Any] | None, known_digest: str | None = None
     ) -> Answer:
         self._check_budget()
-        self._local.requests = self.thread_requests + 1
-        with self._lock:
-            self.stats.requests += 1
-        if self._limiter is not None:
-            self._limiter.acquire()
         refused: AuthError | None = None
+        paced = False
         try:
-            response = self._session.get(url, params=params, timeout=self._timeout)
-            with self._answered:
-                self._first_answer = True  # the API answered: the probe's work is done
-            self._note_rate_limit(response.headers)
-            return self._read(response, known_digest)
+            if self._limiter is not None:
+                self._limiter.acquire()
+                paced = True
+            response, body = self._exchange(url, params)
+            self._note_rate_limit(response.headers, response.status_code)
+            return self._read(response, body, known_digest)
         except AuthError as exc:
             refused = exc
             raise
@@ -306,29 +349,126 @@ class ApiClient:
                 self._in_flight -= 1
                 self._refused = self._refused or refused
                 self._answered.notify_all()
-            if self._limiter is not None:
-                self._limiter.release()
+            if paced:
+                self._limiter.release()  # type: ignore[union-attr]
 
-    def _read(self, response: requests.Response, known_digest: str | None = None) -> Answer:
+    def _exchange(
+        self, url: str, params: Mapping[str, Any] | None
+    ) -> tuple[requests.Response, bytes]:
+        """Send one GET (following same-path redirects) and read its body within the limits.
+
+        Raises:
+            RedirectRefusedError: a redirect leaves the path or the origin, or loops.
+            ResponseTooLargeError: the body passed max_response_bytes.
+            RetryableApiError: the body was cut short or is not decodable.
+            requests.Timeout: the request passed its deadline (``timeout``, all included).
+        """
+        path = urlsplit(url).path
+        for _ in range(MAX_REDIRECTS + 1):
+            self._local.requests = self.thread_requests + 1
+            with self._lock:
+                self.stats.requests += 1
+            with self._watchdog.guard(self._timeout) as slot:
+                try:
+                    response = self._session.get(
+                        url,
+                        params=params,
+                        timeout=self._timeout,
+                        stream=True,
+                        allow_redirects=False,
+                    )
+                    with self._answered:
+                        self._first_answer = True  # the API answered: the probe's work is done
+                    body = self._read_body(response, path) if not response.is_redirect else b""
+                except (requests.RequestException, RetryableApiError):
+                    self._raise_if_cut(slot, path)
+                    raise
+                self._raise_if_cut(slot, path)
+            if not response.is_redirect:
+                return response, body
+            response.close()
+            url, params = self._redirect_target(url, response.headers.get("location", "")), None
+        raise RedirectRefusedError(
+            f"GET {path} was redirected more than {MAX_REDIRECTS} times; check api_url", url=path
+        )
+
+    def _raise_if_cut(self, slot: Slot, path: str) -> None:
+        if slot.cut == "stopped":
+            raise RunInterrupted("the run was asked to stop")
+        if slot.cut == "deadline":
+            raise requests.Timeout(f"GET {path} did not complete within {self._timeout:g} s")
+
+    def _redirect_target(self, url: str, location: str) -> str:
+        """Return where a redirect points when it stays on the origin and the path.
+
+        Raises:
+            RedirectRefusedError: it points anywhere else.
+        """
+        target = urljoin(url, location)
+        here, there = urlsplit(url), urlsplit(target)
+        if there[:2] != self._origin or there.path.rstrip("/") != here.path.rstrip("/"):
+            shown = self.redact(f"{there.netloc}{there.path}")[:200]
+            raise RedirectRefusedError(
+                f"GET {here.path} was redirected to {shown}; only {here.path} on "
+                f"{self.base_url} is followed, so nothing from elsewhere is stored: check api_url",
+                url=here.path,
+            )
+        return target
+
+    def _read_body(self, response: requests.Response, path: str) -> bytes:
+        try:
+            body = read_body(response, limit=self._max_response_bytes)
+        except BodyTooLarge:
+            response.close()
+            raise ResponseTooLargeError(
+                f"GET {path} sent more than max_response_bytes={self._max_response_bytes} "
+                "bytes (as sent or once inflated); refusing it",
+                url=path,
+            ) from None
+        except UnsupportedEncoding as exc:
+            response.close()
+            raise ApiError(
+                f"GET {path} came compressed as {exc}, which was not asked for; refusing it",
+                url=path,
+            ) from exc
+        except BodyUnreadable as exc:
+            response.close()
+            raise RetryableApiError(
+                f"GET {path} answered {response.status_code} with a body cut short ({exc})",
+                status=response.status_code,
+                url=path,
+            ) from exc
+        response.raw.release_conn()  # read to the end: the connection goes back to the pool
+        if self._token_bytes in body:  # an API that echoes the token never gets it stored
+            body = body.replace(self._token_bytes, REDACTED.encode())
+        return body
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with the token blanked out."""
+        return text.replace(self._token, REDACTED) if self._token else text
+
+    def _read(
+        self, response: requests.Response, content: bytes, known_digest: str | None = None
+    ) -> Answer:
         """Return the JSON object of a 200 and its fingerprint, or raise what the status means."""
         parts = urlsplit(response.url)
         where = parts.path + (f"?{parts.query}" if parts.query else "")
         if response.status_code == 200:
-            digest = hashlib.blake2b(response.content, digest_size=16).hexdigest()
+            digest = hashlib.blake2b(content, digest_size=16).hexdigest()
             if digest == known_digest:
                 return Answer(None, digest)  # the very bytes parsed before: valid JSON
-            try:
-                body = response.json()
-            except ValueError:
+            body = parse_json(content)
+            if body is None:
                 raise RetryableApiError(
                     f"GET {where} answered 200 with a body that is not complete JSON",
                     status=200,
                     url=where,
-                ) from None
+                )
             if not isinstance(body, dict):
                 raise ApiError(f"GET {where} answered with JSON that is not an object", url=where)
             return Answer(body, digest)
-        detail, request_id = _error_detail(response)
+        detail, error_id, request_id = _error_detail(response, content)
+        detail = self.redact(detail)
         suffix = f" [request_id {request_id}]" if request_id else ""
         status = response.status_code
         if status in RETRYABLE_STATUSES:
@@ -354,16 +494,23 @@ class ApiClient:
                 url=where,
                 request_id=request_id,
             )
-        error = NotFoundError if status == 404 else ApiError
+        # Only the API's own "not_found" says a resource is gone: a 404 page from a proxy
+        # or a wrong api_url must never mark images gone.
+        error = NotFoundError if status == 404 and error_id == "not_found" else ApiError
+        hint = "; check api_url" if status == 404 and error is ApiError else ""
         raise error(
-            f"GET {where} failed ({detail}){suffix}",
+            f"GET {where} failed ({detail}){suffix}{hint}",
             status=status,
             url=where,
             request_id=request_id,
         )
 
-    def _note_rate_limit(self, headers: Mapping[str, str]) -> None:
+    def _note_rate_limit(self, headers: Mapping[str, str], status: int) -> None:
         remaining = _header_number(headers, "ratelimit-remaining")
+        if status == 429 and _header_number(headers, "retry-after") is not None:
+            # The per-minute limit: waiting retry-after is the whole cure, and the hourly
+            # budget it may report says nothing about whether to defer the run.
+            remaining = None
         limit = _header_number(headers, "ratelimit-limit")
         reset = _header_number(headers, "ratelimit-reset")
         with self._lock:

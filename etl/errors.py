@@ -76,5 +76,17 @@ class DeferredError(EtlError):
     """The hourly request budget is nearly spent; the run stops and the next carries on."""
 
 
+class ResponseTooLargeError(ApiError):
+    """A response's body, as sent or once inflated, passed max_response_bytes."""
+
+
+class RedirectRefusedError(ApiError):
+    """The API redirected a request off the path it was sent to, or off the API's origin."""
+
+
+class RunInterrupted(EtlError):
+    """A signal (SIGTERM, SIGINT) asked the run to stop: no new request is made."""
+
+
 class TooManyRejectedError(EtlError):
     """More actions were rejected in one run than max_rejected allows."""

@@ -145,10 +145,13 @@ def iter_image_action_pages(
 ) -> Iterator[Page]:
     """Yield every page of actions of one image, first to last.
 
+    Only a 404 for page 1 says the image is gone; a 404 for a later page is a listing
+    that changed under us (or an API that misbehaves), and fails the image without that.
+
     Raises:
         NotFoundError: the image does not exist (or is not visible to the token).
         PaginationError: see iter_pages.
-        ApiError: a page is not shaped like an action list.
+        ApiError: a page is not shaped like an action list, or a later page answered 404.
     """
     pages = iter_pages(
         client,
@@ -158,10 +161,21 @@ def iter_image_action_pages(
         label=f"image {image_id}",
         known_first_digest=known_first_digest,
     )
+    number = 0
     try:
-        yield from pages
+        for page in pages:
+            number = page.number
+            yield page
     except NotFoundError as exc:
-        raise _image_not_found(image_id, exc) from exc
+        if number == 0:
+            raise _image_not_found(image_id, exc) from exc
+        raise ApiError(
+            f"image {image_id} page {number + 1} answered 404 after page {number} was read; "
+            "the image was not marked gone, and the next run reads it again",
+            status=404,
+            url=exc.url,
+            request_id=exc.request_id,
+        ) from exc
 
 
 def iter_image_ids(client: ApiClient, *, per_page: int) -> Iterator[int]:

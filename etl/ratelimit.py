@@ -7,8 +7,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from etl.errors import RunInterrupted
+
 MINUTE = 60.0
 HOUR = 3600.0
+STOP_CHECK = 0.1  # a wait looks at the stop event this often: a signal ends it within this
 
 
 class _Window:
@@ -47,21 +50,29 @@ class RateLimiter:
         per_hour: int,
         clock: Callable[[], float] = time.monotonic,
         minute: float = MINUTE,
+        stop: threading.Event | None = None,
     ) -> None:
         self._windows = [_Window(per_minute, minute), _Window(per_hour, HOUR)]
         self._clock = clock
         self._changed = threading.Condition()
+        self._stop = stop or threading.Event()
         self.waited = 0.0
 
     def acquire(self) -> None:
-        """Block until a request may start, and count it as in flight."""
+        """Block until a request may start, and count it as in flight.
+
+        Raises:
+            RunInterrupted: the run was asked to stop while waiting.
+        """
         with self._changed:
             while True:
+                if self._stop.is_set():
+                    raise RunInterrupted("the run was asked to stop")
                 now = self._clock()
                 start = max(window.free_at(now) for window in self._windows)
                 if start <= now:
                     break
-                self._changed.wait(timeout=start - now)
+                self._changed.wait(timeout=min(start - now, STOP_CHECK))
                 self.waited += self._clock() - now
             for window in self._windows:
                 window.in_flight += 1

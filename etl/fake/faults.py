@@ -15,12 +15,19 @@ class Fault:
     kind: "status" (answer ``status`` with ``headers`` and the DO error body), "truncated"
     (a 200 whose body stops halfway), "not_json" (a 200 whose body is HTML), "reset"
     (close the connection without answering), "stall" (wait ``seconds`` before answering).
+    Hostile ones: "redirect" (``status`` 3xx to ``location``), "drip" (the real page, one
+    byte every ``seconds``), "gzip" (the real page, gzip-compressed), "bomb" (a gzip body
+    that inflates to ``size`` bytes), "raw" (``status`` with ``body`` as given), "echo"
+    (``status`` with an error message that quotes the request's Authorization header).
     """
 
     kind: str
     status: int = 500
     headers: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    location: str = ""
+    body: bytes = b""
+    size: int = 0
     path: str = "/"
     skip: int = 0  # let this many matching requests through first
 

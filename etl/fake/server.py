@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import re
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +27,21 @@ MINUTE = 60.0
 ACTIONS_PATH = re.compile(r"^/v2/images/(\d+)/actions$")
 ACTION_PATH = re.compile(r"^/v2/images/(\d+)/actions/(\d+)$")
 IMAGES_PATH = "/v2/images"
+
+JSON = "application/json"
+HOSTILE = frozenset({"redirect", "raw", "echo", "bomb"})
+
+
+def _gzip_of_zeros(size: int) -> bytes:
+    """Return a gzip stream that inflates to ``size`` zero bytes (a decompression bomb)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1024 * 1024)
+    parts = [
+        packer.compress(block[: min(len(block), size - done)])
+        for done in range(0, size, len(block))
+    ]
+    return b"".join([*parts, packer.flush()])
+
 
 # How the last page says "no more pages": every shape the real API (or a proxy) may send.
 LAST_PAGE_SHAPES = ("first_prev", "absent", "empty_links", "no_pages", "empty_pages")
@@ -262,6 +279,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(status, error_body(status), {**headers, **fault.headers})
         elif kind == "reset":
             status, self.close_connection = 0, True
+        elif kind in HOSTILE:
+            status = self._send_hostile(fault, headers)  # type: ignore[arg-type]
         elif not authorized:
             status = 401
             self._send_json(401, error_body(401), headers)
@@ -283,9 +302,38 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_head(status, len(payload), headers, "application/json")
                 self.wfile.write(payload[: len(payload) // 2])
                 self.close_connection = True
+            elif kind == "drip":  # the real page, a byte at a time: no single read times out
+                self._send_head(status, len(payload), headers, "application/json")
+                self._drip(payload, fault.seconds)  # type: ignore[union-attr]
+            elif kind == "gzip":
+                packed = gzip.compress(payload)
+                self._send_raw(status, packed, {**headers, "Content-Encoding": "gzip"}, JSON)
             else:
                 self._send_raw(status, payload, headers, "application/json")
         served.status = status
+
+    def _send_hostile(self, fault: Fault, headers: dict[str, str]) -> int:
+        if fault.kind == "redirect":
+            self._send_raw(fault.status, b"", {**headers, "Location": fault.location}, JSON)
+        elif fault.kind == "raw":
+            self._send_raw(fault.status, fault.body, {**headers, **fault.headers}, JSON)
+        elif fault.kind == "echo":  # an error page that quotes what it was sent
+            quoted = f"bad request: Authorization: {self.headers.get('Authorization')}"
+            body = {"id": "bad_request", "message": quoted, "request_id": "fake-echo"}
+            self._send_json(fault.status, body, headers)
+        elif fault.kind == "bomb":
+            packed = _gzip_of_zeros(fault.size)
+            self._send_raw(200, packed, {**headers, "Content-Encoding": "gzip"}, JSON)
+        return fault.status if fault.kind != "bomb" else 200
+
+    def _drip(self, payload: bytes, seconds: float) -> None:
+        try:
+            for index in range(len(payload)):
+                self.wfile.write(payload[index : index + 1])
+                self.wfile.flush()
+                time.sleep(seconds)
+        except OSError:  # the client gave up, as it should
+            self.close_connection = True
 
     def _send_head(self, status: int, length: int, headers: dict[str, str], kind: str) -> None:
         self.send_response(status)
