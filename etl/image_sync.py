@@ -15,7 +15,16 @@ from sqlalchemy import Engine
 from etl.client import ApiClient
 from etl.errors import ApiError, ApiUnreachableError, AuthError, NotFoundError, TransformError
 from etl.extract import Page, get_image_action, iter_image_action_pages
-from etl.ledger import Rejected, first_page_state, in_progress_ids, save_rejected, stored_count
+from etl.ledger import (
+    KNOWN_STATUSES,
+    Rejected,
+    known_state,
+    mark_missing,
+    mark_scan_started,
+    save_rejected,
+    stored_count,
+    unfinished_ids,
+)
 from etl.load import UpsertCounts, upsert_actions
 from etl.timeutil import utc_now
 from etl.transform import ActionRow, flatten_action
@@ -37,6 +46,8 @@ class ImageResult:
     total: int | None = None
     received: int = 0
     refreshed: int = 0
+    unknown_statuses: int = 0  # actions whose status the API does not document
+    missing: int = 0  # stored actions a complete --full scan no longer found listed
     seconds: float = 0.0
     complete: bool = True
     stopped_early: bool = False
@@ -96,13 +107,16 @@ class ImageSync:
     now: Callable[[], datetime] = utc_now
     on_page: Callable[[ImageResult], None] | None = None
     current: ImageResult | None = None
+    _changing: bool = False  # this sync has written to the image's stored actions
 
     def sync(self, image_id: int) -> ImageResult:
         """Sync one image's actions, committing after every page.
 
         An incremental sync (the default) pages from the newest action and stops once a
         page brings nothing new or changed and the new actions seen account for every
-        action ``meta.total`` has beyond what is stored. That relies on the API listing
+        action ``meta.total`` has beyond what is stored, but only when the image's last
+        sync ended with a complete scan: after a failed or interrupted one it scans to
+        the end, whatever ``meta.total`` says. That relies on the API listing
         newest first, which is checked on every page: where it does not hold, the image
         is scanned to the end. Actions stored as in-progress that the pages did not reach
         are then fetched one by one. A complete scan whose distinct actions disagree with
@@ -115,6 +129,7 @@ class ImageSync:
             AuthError: the API refused the token, which no other image can survive either.
         """
         result = self.current = ImageResult(image_id)
+        self._changing = False
         started = time.monotonic()
         requests_before = self.client.thread_requests  # other workers count their own
         try:
@@ -123,10 +138,10 @@ class ImageSync:
             raise  # no other image can get through either
         except NotFoundError as exc:
             logger.error("image %d failed: %s", image_id, exc)
-            result.error, result.gone = str(exc), True
+            result.error, result.gone = self.client.redact(str(exc)), True
         except ApiError as exc:
             logger.error("image %d failed: %s", image_id, exc)
-            result.error = str(exc)
+            result.error = self.client.redact(str(exc))
         finally:
             result.requests = self.client.thread_requests - requests_before
             result.seconds = time.monotonic() - started
@@ -136,12 +151,13 @@ class ImageSync:
         image_id = result.image_id
         with self.engine.connect().execution_options(read_only=True) as conn:
             stored_before = stored_count(conn, image_id)
-            known_digest, known_total = (
-                (None, None) if self.full else first_page_state(conn, image_id)
-            )
-            # Without in-progress actions to refresh, a known first page need not be parsed:
+            known = known_state(conn, image_id)
+            may_stop = known.scan_complete and not self.full
+            known_digest = known.first_page_digest if may_stop else None
+            known_total = known.meta_total
+            # Without unfinished actions to refresh, a known first page need not be parsed:
             # its ids are not needed, and its meta.total is the one recorded with it.
-            running = in_progress_ids(conn, image_id)
+            running = unfinished_ids(conn, image_id)
             unparsed = known_digest if not running else None
         for scan in range(1, SCANS_PER_IMAGE + 1):
             seen: set[int] = set()
@@ -163,6 +179,7 @@ class ImageSync:
                         self._take_known_page(result, page, seen, stored_before)
                         break
                 rows, rejected = split_page(page.items, image_id, page.number)
+                self._count_unknown(result, rows)
                 counts = self._store(image_id, rows, rejected)
                 ids = [row["id"] for row in rows]
                 ordered = ordered and newest_first(ids, last_id)
@@ -178,7 +195,7 @@ class ImageSync:
                 if self.on_page is not None:
                     self.on_page(result)
                 if (
-                    not self.full
+                    may_stop
                     and scan == 1
                     and ordered
                     and counts.inserted == counts.updated == 0
@@ -197,6 +214,8 @@ class ImageSync:
                 )
             result.complete = result.total is None or result.received == result.total
             if result.complete:
+                if self.full and self.write:
+                    self._mark_missing(result, seen)
                 return
             logger.warning(
                 "image %d: received %d distinct actions but meta.total is %s (scan %d of %d)",
@@ -226,6 +245,30 @@ class ImageSync:
         if self.on_page is not None:
             self.on_page(result)
 
+    def _count_unknown(self, result: ImageResult, rows: list[ActionRow]) -> None:
+        odd = sorted({str(row["status"]) for row in rows if row["status"] not in KNOWN_STATUSES})
+        if odd:
+            unknown = sum(1 for row in rows if row["status"] not in KNOWN_STATUSES)
+            result.unknown_statuses += unknown
+            logger.warning(
+                "image %d: %d actions with a status the API does not document (%s); kept, "
+                "and refreshed until completed or errored",
+                result.image_id,
+                unknown,
+                ", ".join(odd)[:200],
+            )
+
+    def _mark_missing(self, result: ImageResult, listed: set[int]) -> None:
+        with self.engine.begin() as conn:
+            result.missing = mark_missing(conn, result.image_id, listed, now=self.now())
+        if result.missing:
+            logger.warning(
+                "image %d: %d stored actions are no longer listed by the API; marked "
+                "missing_since, kept",
+                result.image_id,
+                result.missing,
+            )
+
     def _store(
         self, image_id: int, rows: list[ActionRow], rejected: list[Rejected]
     ) -> UpsertCounts:
@@ -234,6 +277,11 @@ class ImageSync:
             self.engine.begin() as conn
         ):  # one transaction per page: a crash keeps the pages before
             counts = upsert_actions(conn, rows, now=now, write=self.write)
+            wrote = counts.inserted + counts.updated + len(rejected)
+            if self.write and wrote and not self._changing:
+                # Until this sync ends, the stored actions are not a complete scan.
+                mark_scan_started(conn, image_id)
+                self._changing = True
             if self.write and self.run_id is not None:
                 save_rejected(conn, rejected, run_id=self.run_id, image_id=image_id, now=now)
         logger.debug(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, or_, select, update
 
 from etl import __version__
 from etl.errors import DatabaseError
@@ -17,6 +17,9 @@ from etl.load import upsert_statement
 from etl.schema import image_actions, image_sync_state, rejected_actions, sync_runs
 
 MAX_ERROR_TEXT = 2000
+# The statuses the API documents; only the last two are final.
+KNOWN_STATUSES = frozenset({"in-progress", "completed", "errored"})
+FINAL_STATUSES = ("completed", "errored")
 
 COUNTERS = (
     "images_synced",
@@ -30,6 +33,9 @@ COUNTERS = (
     "rows_unchanged",
     "rows_rejected",
     "meta_total_sum",
+    "unknown_statuses",
+    "rows_missing",
+    "rows_listed_elsewhere",
 )
 
 
@@ -105,6 +111,7 @@ class ImageState:
     error: str | None
     gone: bool
     first_page_digest: str | None
+    scan_complete: bool = False
 
 
 def save_image_states(
@@ -145,16 +152,59 @@ def save_image_states(
                 "gone": state.gone,
                 "last_run_id": run_id,
                 "first_page_digest": state.first_page_digest,
+                "scan_complete": state.scan_complete,
             }
         )
     conn.execute(upsert_statement(conn.dialect.name, image_sync_state), rows)
 
 
-def first_page_state(conn: Connection, image_id: int) -> tuple[str | None, int | None]:
-    """Return an image's first-page fingerprint and meta.total at its last clean sync."""
-    query = select(image_sync_state.c.first_page_digest, image_sync_state.c.last_meta_total)
+@dataclass(frozen=True)
+class KnownState:
+    """What the last sync of an image left: whether its scan was complete, page 1's print."""
+
+    scan_complete: bool = False
+    first_page_digest: str | None = None
+    meta_total: int | None = None
+
+
+def known_state(conn: Connection, image_id: int) -> KnownState:
+    """Return what the last sync of an image left (nothing known for a new image)."""
+    query = select(
+        image_sync_state.c.scan_complete,
+        image_sync_state.c.first_page_digest,
+        image_sync_state.c.last_meta_total,
+    )
     row = conn.execute(query.where(image_sync_state.c.image_id == image_id)).first()
-    return (row.first_page_digest, row.last_meta_total) if row else (None, None)
+    if row is None or not row.scan_complete:
+        return KnownState()
+    return KnownState(True, row.first_page_digest, row.last_meta_total)
+
+
+def mark_scan_started(conn: Connection, image_id: int) -> None:
+    """Record that an image's stored actions are changing: until its sync ends, not complete."""
+    conn.execute(
+        update(image_sync_state)
+        .where(image_sync_state.c.image_id == image_id)
+        .values(scan_complete=False, first_page_digest=None)
+    )
+
+
+def mark_missing(conn: Connection, image_id: int, listed: set[int], *, now: datetime) -> int:
+    """Mark the image's stored actions that ``listed`` (a complete scan) lacks; return how many.
+
+    Rows are never deleted: ``missing_since`` says since when the API stopped listing them.
+    """
+    query = select(image_actions.c.id).where(
+        image_actions.c.image_id == image_id, image_actions.c.missing_since.is_(None)
+    )
+    gone = [action_id for action_id in conn.execute(query).scalars() if action_id not in listed]
+    for start in range(0, len(gone), 1000):
+        conn.execute(
+            update(image_actions)
+            .where(image_actions.c.id.in_(gone[start : start + 1000]))
+            .values(missing_since=now)
+        )
+    return len(gone)
 
 
 def save_rejected(
@@ -184,10 +234,15 @@ def stored_count(conn: Connection, image_id: int) -> int:
     return int(conn.execute(query.where(image_actions.c.image_id == image_id)).scalar_one())
 
 
-def in_progress_ids(conn: Connection, image_id: int) -> list[int]:
-    """Return the ids of an image's actions stored as in-progress."""
+def unfinished_ids(conn: Connection, image_id: int) -> list[int]:
+    """Return the ids of an image's actions whose stored status is not final.
+
+    Only ``completed`` and ``errored`` are final: ``in-progress``, a missing status and any
+    status the API does not document are refreshed until they become one of them.
+    """
     query = select(image_actions.c.id).where(
-        image_actions.c.image_id == image_id, image_actions.c.status == "in-progress"
+        image_actions.c.image_id == image_id,
+        or_(image_actions.c.status.is_(None), image_actions.c.status.not_in(FINAL_STATUSES)),
     )
     return list(conn.execute(query.order_by(image_actions.c.id)).scalars())
 

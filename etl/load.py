@@ -13,7 +13,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from etl.errors import DatabaseError
 from etl.schema import image_actions
-from etl.transform import ActionRow
+from etl.transform import ActionRow, content_hash
 
 
 @dataclass
@@ -23,12 +23,14 @@ class UpsertCounts:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    elsewhere: int = 0  # of those, listed under another image than the one stored
 
     def __add__(self, other: UpsertCounts) -> UpsertCounts:
         return UpsertCounts(
             self.inserted + other.inserted,
             self.updated + other.updated,
             self.unchanged + other.unchanged,
+            self.elsewhere + other.elsewhere,
         )
 
 
@@ -69,25 +71,37 @@ def upsert_actions(
     """Insert new actions and rewrite changed ones; leave unchanged rows untouched.
 
     One read of the stored fingerprints and one batched upsert per call. Duplicate ids in
-    ``rows`` (pages shift while data changes) are folded: the last occurrence wins. With
-    ``write=False`` (a dry run) only the counts are computed.
+    ``rows`` (pages shift while data changes) are folded: the last occurrence wins. A row
+    marked missing that is listed again is rewritten, which clears the mark. An action
+    listed under another image than the one it is stored under keeps its stored image:
+    the first image that listed it owns it, so ``image_id`` never flips between runs
+    (counted in ``elsewhere``). With ``write=False`` (a dry run) only the counts are
+    computed.
     """
     latest = {row["id"]: row for row in rows}
     if not latest:
         return UpsertCounts()
-    query = select(image_actions.c.id, image_actions.c.content_hash).where(
-        image_actions.c.id.in_(latest)
-    )
-    stored: dict[int, str] = dict(conn.execute(query).all())
+    query = select(
+        image_actions.c.id,
+        image_actions.c.content_hash,
+        image_actions.c.image_id,
+        image_actions.c.missing_since,
+    ).where(image_actions.c.id.in_(latest))
+    stored = {found.id: found for found in conn.execute(query)}
     writes: list[dict[str, Any]] = []
-    inserted = 0
+    inserted = elsewhere = 0
     for action_id, row in latest.items():
         known = stored.get(action_id)
-        if known == row["content_hash"]:
+        if known is not None and known.image_id != row["image_id"]:
+            elsewhere += 1
+            owner = known.image_id
+            row = {**row, "image_id": owner, "content_hash": content_hash(row["payload"], owner)}
+        unchanged = known is not None and known.content_hash == row["content_hash"]
+        if unchanged and known.missing_since is None:  # type: ignore[union-attr]
             continue
         inserted += known is None
-        writes.append({**row, "first_seen_at": now, "changed_at": now})
+        writes.append({**row, "first_seen_at": now, "changed_at": now, "missing_since": None})
     if writes and write:
         conn.execute(upsert_statement(conn.dialect.name), writes)
     updated = len(writes) - inserted
-    return UpsertCounts(inserted, updated, len(latest) - len(writes))
+    return UpsertCounts(inserted, updated, len(latest) - len(writes), elsewhere)

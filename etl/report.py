@@ -80,6 +80,7 @@ def build_report(conn: Connection, *, now: datetime, stuck_after: timedelta) -> 
             image_actions.c.status == "in-progress",
             image_actions.c.started_at < now - stuck_after,
         ),
+        _actions(conn, "missing", image_actions.c.missing_since.is_not(None)),
     ]
 
 

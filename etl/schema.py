@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -87,6 +88,9 @@ image_actions = Table(
     Column("content_hash", String(32), nullable=False),
     Column("first_seen_at", UtcDateTime, nullable=False),
     Column("changed_at", UtcDateTime, nullable=False),
+    # Set when a complete --full scan of its image no longer lists it; cleared when it is
+    # listed again. Rows are never deleted.
+    Column("missing_since", UtcDateTime),
     Index(None, "image_id", "status"),
     comment="One row per DigitalOcean image action, keyed on the API's action id.",
     mysql_charset="utf8mb4",  # emoji and all of Unicode on MySQL/MariaDB
@@ -117,6 +121,9 @@ sync_runs = Table(
     Column("rows_rejected", Integer, nullable=False),
     Column("meta_total_sum", BigInteger, nullable=False),
     Column("error", Text),
+    Column("unknown_statuses", Integer, nullable=False, server_default="0"),
+    Column("rows_missing", Integer, nullable=False, server_default="0"),
+    Column("rows_listed_elsewhere", Integer, nullable=False, server_default="0"),
     Index(None, "started_at"),
     comment="One row per sync run, written at its start and finished at its end.",
     mysql_charset="utf8mb4",  # emoji and all of Unicode on MySQL/MariaDB
@@ -135,6 +142,10 @@ image_sync_state = Table(
     # Fingerprint of the first page's bytes after a clean sync: the same bytes again,
     # with meta.total equal to what is stored, mean there is nothing new to read.
     Column("first_page_digest", String(32)),
+    # The stored actions were the image's whole listing when its last sync ended: only
+    # then may an incremental run stop before the last page. Cleared by the first write
+    # of a sync that does not finish.
+    Column("scan_complete", Boolean, nullable=False, server_default=false()),
     comment="Per-image sync state: last success, last meta.total, last error.",
     mysql_charset="utf8mb4",  # emoji and all of Unicode on MySQL/MariaDB
 )

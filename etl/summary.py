@@ -39,7 +39,11 @@ def _counts(image_or_run: ImageResult | RunResult, dry_run: bool) -> str:
 def format_image(image: ImageResult, *, dry_run: bool = False) -> str:
     """Return one summary line for an image."""
     pages = _plural(image.pages, "page") + (" (stopped early)" if image.stopped_early else "")
-    refreshed = f", {image.refreshed} in-progress refreshed" if image.refreshed else ""
+    refreshed = f", {image.refreshed} unfinished refreshed" if image.refreshed else ""
+    if image.unknown_statuses:
+        refreshed += f", {image.unknown_statuses} with undocumented status"
+    if image.missing:
+        refreshed += f", {image.missing} no longer listed (marked missing)"
     line = (
         f"image {image.image_id}: {pages}, {_plural(image.requests, 'request')}, "
         f"{_counts(image, dry_run)}{refreshed}, {image.seconds:.2f} s"
@@ -71,6 +75,7 @@ def format_run(run: RunResult) -> str:
 def run_to_dict(run: RunResult) -> dict[str, Any]:
     """Return the run as plain data for --json."""
     counts = run.counts
+    counters = run.counters()
     return {
         "run_id": run.run_id,
         "outcome": run.outcome,
@@ -85,6 +90,10 @@ def run_to_dict(run: RunResult) -> dict[str, Any]:
         "updated": counts.updated,
         "unchanged": counts.unchanged,
         "rejected": run.rejected,
+        "unknown_statuses": counters["unknown_statuses"],
+        "missing": counters["rows_missing"],
+        "listed_elsewhere": counters["rows_listed_elsewhere"],
+        "signal": run.signal,
         "images": [
             {
                 "image_id": image.image_id,
@@ -96,6 +105,8 @@ def run_to_dict(run: RunResult) -> dict[str, Any]:
                 "unchanged": image.counts.unchanged,
                 "rejected": image.rejected,
                 "refreshed": image.refreshed,
+                "unknown_statuses": image.unknown_statuses,
+                "missing": image.missing,
                 "meta_total": image.total,
                 "received": image.received,
                 "stopped_early": image.stopped_early,

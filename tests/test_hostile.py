@@ -136,7 +136,9 @@ def stored_or_rejected(engine: Engine, raw: dict) -> None:
     with engine.begin() as conn:
         upsert_actions(conn, rows, now=now)
     stored = read_rows(engine)
-    assert stored == [{**row, "first_seen_at": now, "changed_at": now} for row in rows]
+    assert stored == [
+        {**row, "first_seen_at": now, "changed_at": now, "missing_since": None} for row in rows
+    ]
     if stored:  # the payload reads back as the very JSON the API sent
         assert json.dumps(stored[0]["payload"], sort_keys=True) == json.dumps(raw, sort_keys=True)
     assert bool(rejected) == (not stored)

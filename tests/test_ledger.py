@@ -57,6 +57,9 @@ def expected_run(**changes: Any) -> dict[str, Any]:
         "rows_rejected": 0,
         "meta_total_sum": 135,
         "error": None,
+        "unknown_statuses": 0,
+        "rows_missing": 0,
+        "rows_listed_elsewhere": 0,
         **changes,
     }
 
@@ -141,17 +144,19 @@ def test_cli_deferred_run_exits_5_and_the_next_run_carries_on(
     assert without_bookkeeping(read_rows(engine)) == expected_table(world)
 
 
-def test_ledger_shows_a_crashed_run_as_unfinished(
+def test_ledger_finishes_a_run_that_an_unexpected_error_ended_as_failed(
     api: FakeApi, engine: Engine, database_url: str
 ) -> None:
     def crash(_image: object) -> None:
-        raise Crash
+        raise Crash("the bug's own words")
 
     with pytest.raises(Crash):
         run_sync(settings_for(api, database_url), on_page=crash, sleep=lambda s: None)
 
     [row] = read_rows(engine, sync_runs)
-    assert (row["outcome"], row["finished_at"]) == ("running", None)
+    assert row["outcome"] == "failed"
+    assert row["finished_at"] is not None
+    assert row["error"] == "unexpected error (Crash: the bug's own words)"
     assert sync(api, database_url).outcome == "succeeded"  # the lock was not left behind
 
 

@@ -52,6 +52,7 @@ def test_upsert_actions_inserts_whole_rows(engine: Engine) -> None:
             **flatten_action(raw, image_id=7),
             "first_seen_at": T0,
             "changed_at": T0,
+            "missing_since": None,
         }
     ]
 
@@ -116,13 +117,22 @@ def test_upsert_actions_stores_ids_past_32_and_up_to_63_bits(engine: Engine) -> 
     assert {row["resource_id"] for row in rows} == {2**40 + 1}
 
 
-def test_upsert_actions_moves_an_action_to_another_image(engine: Engine) -> None:
+def test_upsert_actions_keeps_an_action_under_the_image_that_listed_it_first(
+    engine: Engine,
+) -> None:
     upsert(engine, [action(1)], T0, image_id=7)
 
-    counts = upsert(engine, [action(1)], T1, image_id=8)
+    again = upsert(engine, [action(1)], T1, image_id=8)
+    changed = upsert(engine, [action(1, status="errored")], T1, image_id=8)
 
-    assert counts == UpsertCounts(inserted=0, updated=1, unchanged=0)
-    assert read_rows(engine)[0]["image_id"] == 8
+    assert again == UpsertCounts(inserted=0, updated=0, unchanged=1, elsewhere=1)
+    assert changed == UpsertCounts(inserted=0, updated=1, unchanged=0, elsewhere=1)
+    [row] = read_rows(engine)
+    assert (row["image_id"], row["status"]) == (7, "errored")
+    assert (
+        row["content_hash"]
+        == flatten_action(action(1, status="errored"), image_id=7)["content_hash"]
+    )
 
 
 def test_upsert_actions_stores_null_region_and_unicode(engine: Engine) -> None:

@@ -177,6 +177,7 @@ def test_report_on_a_known_data_set(engine: Engine) -> None:
             ("id", "image_id", "type", "status", "region_slug", "started_at"),
             [(3, 7, "transfer", "in-progress", None, "2026-03-02T10:00:00+00:00")],
         ),
+        Section("missing", ("id", "image_id", "type", "status", "region_slug", "started_at"), []),
     ]
 
 

@@ -33,7 +33,10 @@ def settings_for(api: FakeApi, database_url: str, **changes: Any) -> Settings:
 
 def expected_table(world: World) -> list[dict[str, Any]]:
     """The rows a complete sync of ``world`` must leave, bookkeeping aside."""
-    rows = [flatten_action(action, image_id=image) for image, action in world.all_actions()]
+    rows = [
+        {**flatten_action(action, image_id=image), "missing_since": None}
+        for image, action in world.all_actions()
+    ]
     return sorted(rows, key=lambda row: row["id"])
 
 

@@ -1,0 +1,241 @@
+"""Never a wrong success: whole runs against hostile servers, lying totals and odd data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from etl.cli import main
+from etl.fake import FakeApi, Fault
+from etl.pipeline import RunResult, run_sync
+from etl.schema import image_actions, image_sync_state, sync_runs
+from tests.conftest import TOKEN, RecordingSleep
+from tests.rows import read_rows, without_bookkeeping
+from tests.test_pipeline import expected_table, settings_for
+
+
+def sync(api: FakeApi, database_url: str, *, full: bool = False, **changes: Any) -> RunResult:
+    return run_sync(settings_for(api, database_url, **changes), full=full, sleep=RecordingSleep())
+
+
+def first_image(api: FakeApi) -> int:
+    return next(iter(api.world.actions))
+
+
+def rows_of(engine: Engine, image_id: int) -> dict[int, dict[str, Any]]:
+    return {row["id"]: row for row in read_rows(engine) if row["image_id"] == image_id}
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(
+            Fault("redirect", 302, location="http://127.0.0.2:1/elsewhere"), id="redirect"
+        ),
+        pytest.param(Fault("bomb", size=64 << 20), id="bomb"),
+        pytest.param(Fault("raw", 200, body=b'{"actions": [' + b"[" * 3000 + b"]"), id="nesting"),
+        pytest.param(Fault("raw", 200, body=b'{"actions": [], "x": "\xc3\x28"}'), id="bad-utf8"),
+    ],
+)
+def test_a_hostile_answer_on_page_2_never_ends_in_success(
+    api: FakeApi, engine: Engine, database_url: str, fault: Fault
+) -> None:
+    image = first_image(api)
+    path = f"/v2/images/{image}/actions"
+    api.faults.extend([replace(fault, path=path, skip=1), replace(fault, path=path)])
+
+    run = sync(api, database_url, max_response_bytes=1 << 20, max_attempts=2)
+
+    assert run.outcome == "partial"
+    assert [result.image_id for result in run.images if not result.ok] == [image]
+    assert len(rows_of(engine, image)) == 20  # page 1 only: nothing from the hostile answer
+    [state] = [s for s in read_rows(engine, image_sync_state) if s["image_id"] == image]
+    assert (state["gone"], state["scan_complete"]) == (False, False)
+    assert read_rows(engine, sync_runs)[0]["outcome"] == "partial"
+
+
+def test_an_undocumented_status_is_kept_counted_and_refreshed_until_final(
+    api: FakeApi, engine: Engine, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    image = first_image(api)
+    oldest = api.world.actions[image][-1]  # on the last page: an early stop never reaches it
+    oldest["status"] = "queued"
+
+    first = sync(api, database_url)
+
+    assert rows_of(engine, image)[oldest["id"]]["status"] == "queued"
+    assert first.counters()["unknown_statuses"] == 1
+    assert read_rows(engine, sync_runs)[0]["unknown_statuses"] == 1
+    assert "status the API does not document (queued)" in caplog.text
+
+    api.world.complete(oldest["id"])
+    second = sync(api, database_url)
+
+    assert second.outcome == "succeeded"
+    assert rows_of(engine, image)[oldest["id"]]["status"] == "completed"
+    assert sum(image.refreshed for image in second.images) == 1
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+
+
+def test_an_incremental_run_after_a_failed_scan_reads_to_the_end_whatever_meta_total_says(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    image = first_image(api)
+    api.total_override[image] = 10  # meta.total lies: 45 actions, 5 a page
+
+    tripped = sync(api, database_url, per_page=5)
+    again = sync(api, database_url, per_page=5)
+
+    assert tripped.outcome == again.outcome == "partial"  # never a success with 30 missing
+    assert "runaway paging" in str(again.images[0].error)
+    del api.total_override[image]
+    healed = sync(api, database_url, per_page=5)
+    assert healed.outcome == "succeeded"
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+
+
+def test_an_early_stop_after_an_interrupted_write_reads_to_the_end(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    image = first_image(api)
+    assert sync(api, database_url, per_page=5).outcome == "succeeded"
+    api.world.add_actions(image, 7)
+
+    def crash_after_first_write(result: Any) -> None:
+        if result.counts.inserted:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sync(
+            settings_for(api, database_url, per_page=5, workers=1, images=(image,)),
+            on_page=crash_after_first_write,
+            sleep=RecordingSleep(),
+        )
+    api.total_override[image] = 45  # and now meta.total lies low: 52 are listed
+    resumed = sync(api, database_url, per_page=5, images=(image,))
+
+    assert not resumed.images[0].stopped_early
+    assert len(rows_of(engine, image)) == 52
+
+
+def test_full_marks_what_the_api_stopped_listing_and_clears_it_when_listed_again(
+    api: FakeApi, engine: Engine, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = first_image(api)
+    sync(api, database_url)
+    dropped = api.world.actions[image].pop(3)
+
+    incremental = sync(api, database_url)
+    assert incremental.counters()["rows_missing"] == 0  # only a complete --full scan decides
+    full = sync(api, database_url, full=True)
+
+    assert full.outcome == "succeeded"
+    assert full.counters()["rows_missing"] == 1
+    marked = rows_of(engine, image)[dropped["id"]]
+    assert marked["missing_since"] is not None
+    assert [r["id"] for r in read_rows(engine) if r["missing_since"] is not None] == [dropped["id"]]
+    assert read_rows(engine, sync_runs)[-1]["rows_missing"] == 1
+    assert main(["report", "--database-url", database_url, "--section", "missing"]) == 0
+    assert str(dropped["id"]) in capsys.readouterr().out
+
+    api.world.actions[image].insert(3, dropped)
+    back = sync(api, database_url, full=True)
+    assert back.counts.updated == 1
+    assert rows_of(engine, image)[dropped["id"]]["missing_since"] is None
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+
+
+def test_an_incomplete_full_scan_marks_nothing_missing(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    image = first_image(api)
+    sync(api, database_url)
+    api.world.actions[image].pop(3)
+    api.total_override[image] = 46  # the scan cannot reconcile with meta.total
+
+    run = sync(api, database_url, full=True)
+
+    assert run.outcome == "partial"
+    assert all(row["missing_since"] is None for row in read_rows(engine))
+
+
+def test_an_action_listed_under_two_images_stays_with_the_first(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    first, second = list(api.world.actions)[:2]
+    shared = api.world.actions[first][0]
+    api.world.actions[second].insert(0, dict(shared))
+    runs = [sync(api, database_url, workers=1) for _ in range(3)]
+
+    assert [rows_of(engine, first)[shared["id"]]["image_id"] for _ in runs] == [first] * 3
+    assert [run.counters()["rows_listed_elsewhere"] for run in runs] == [1, 1, 1]
+    assert [run.counts.updated for run in runs] == [0, 0, 0]  # no flip, no rewrite
+
+
+def test_a_429_with_retry_after_mid_run_waits_and_the_run_succeeds(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    minute = {"retry-after": "1", "ratelimit-remaining": "0"}
+    api.faults.append(Fault("status", 429, headers=minute, path="/v2/images/", skip=2))
+
+    run = sync(api, database_url, min_ratelimit_remaining=100)
+
+    assert run.outcome == "succeeded"
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(Fault("status", 404, skip=1), id="404-on-page-2"),
+        pytest.param(Fault("raw", 404, body=b"<html>404</html>"), id="404-not-from-the-api"),
+    ],
+)
+def test_only_the_apis_own_404_for_the_image_marks_it_gone(
+    api: FakeApi, engine: Engine, database_url: str, fault: Fault
+) -> None:
+    api.faults.append(replace(fault, path=f"/v2/images/{first_image(api)}/actions"))
+
+    run = sync(api, database_url)
+
+    assert run.outcome == "partial"
+    assert not any(state["gone"] for state in read_rows(engine, image_sync_state))
+
+
+def test_a_token_the_api_echoes_is_redacted_everywhere_it_is_written(
+    api: FakeApi,
+    engine: Engine,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)
+    image = first_image(api)
+    api.faults.append(Fault("echo", 400, path=f"/v2/images/{image}/actions"))
+    other = list(api.world.actions)[1]
+    args = ["--api-url", api.url, "--database-url", database_url, "--image", str(image)]
+    args += ["--image", str(other)]  # one image fails, the other syncs: partial
+
+    partial = main(["sync", *args])
+    api.faults.append(Fault("echo", 400, path=f"/v2/images/{image}/actions"))
+    as_json = main(["sync", "--json", *args])
+    api.faults.append(Fault("echo", 401))
+    refused = main(["sync", "--json", *args])
+    status = main(["status", "--database-url", database_url, "--json"])
+
+    out, err = capsys.readouterr()
+    assert (partial, as_json, refused, status) == (3, 3, 1, 1)
+    assert "Bearer ***" in out
+    assert "Bearer ***" in json.loads(out.splitlines()[-2])["error"]
+    written = [
+        out,
+        err,
+        str(read_rows(engine, sync_runs)),
+        str(read_rows(engine, image_sync_state)),
+    ]
+    assert [TOKEN in text for text in written] == [False] * 4
+    assert TOKEN not in str(read_rows(engine, image_actions))
