@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -38,6 +39,7 @@ EXIT_USAGE = 2  # bad command line or configuration; nothing was requested
 EXIT_PARTIAL = 3  # some images failed, stayed incomplete or had rejected actions
 EXIT_LOCKED = 4  # another sync holds the lock; this run did nothing
 EXIT_DEFERRED = 5  # the hourly request budget is nearly spent; the next run carries on
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130; SIGTERM gives 143
 EXIT_CODES = {
     "succeeded": EXIT_OK,
     "partial": EXIT_PARTIAL,
@@ -50,7 +52,8 @@ logger = logging.getLogger("etl")
 
 EPILOG = (
     "Exit codes: 0 success, 1 failure (status: unhealthy), 2 bad usage or configuration, "
-    "3 partial, 4 locked out by another sync, 5 deferred (rate-limit budget spent)."
+    "3 partial, 4 locked out by another sync, 5 deferred (rate-limit budget spent), "
+    "130/143 interrupted by SIGINT/SIGTERM."
 )
 
 
@@ -205,7 +208,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         logger.error("%s", run.error)
     print(format_json(run) if args.json else format_run(run))
     _write_metrics(settings, run)
-    return EXIT_CODES[run.outcome]
+    return exit_code(run)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -289,6 +292,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run = run_demo(
         database_url=args.database_url, images=args.images, actions_per_image=args.actions
     )
+    return exit_code(run)
+
+
+def exit_code(run: RunResult) -> int:
+    """Return a run's exit code: 128 + the signal for an interrupted run, as shells expect."""
+    if run.outcome == "interrupted":
+        return 128 + (run.signal or signal.SIGINT)
     return EXIT_CODES[run.outcome]
 
 
@@ -315,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         logger.error("interrupted; pages committed so far are kept, run again to finish")
-        return EXIT_FAILED
+        return EXIT_INTERRUPTED
     except Exception:
         # A bug, not a deliberate failure: log the traceback through the redacting
         # formatter (Python's own printing would bypass it and could show the token).

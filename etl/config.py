@@ -51,6 +51,7 @@ class Settings:
     max_rejected: int | None = None
     log_format: str = "text"
     metrics_file: str | None = None
+    max_response_bytes: int = 32 * 1024 * 1024
     token: str | None = field(default=None, repr=False)
 
     def require_token(self) -> str:
@@ -196,6 +197,7 @@ SETTINGS: dict[str, tuple[Checker, Callable[[str], Any]]] = {
     "max_rejected": (lambda n, v: _positive_int(n, v, low=0), int),
     "log_format": (_check_log_format, str),
     "metrics_file": (_check_path, str),
+    "max_response_bytes": (lambda n, v: _positive_int(n, v, low=1024), int),
 }
 assert set(SETTINGS) == {f.name for f in fields(Settings)} - {"token"}  # noqa: S101
 

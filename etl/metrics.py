@@ -11,7 +11,7 @@ from etl.errors import ConfigError
 from etl.pipeline import RunResult
 
 PREFIX = "do_image_actions"
-OUTCOMES = ("succeeded", "partial", "failed", "deferred", "locked_out")
+OUTCOMES = ("succeeded", "partial", "failed", "deferred", "locked_out", "interrupted")
 
 
 def render_metrics(run: RunResult, *, finished_at: datetime, last_success: datetime | None) -> str:

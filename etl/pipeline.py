@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,7 +17,14 @@ from sqlalchemy import Engine
 from etl.client import ApiClient
 from etl.config import Settings
 from etl.database import open_engine, translate_errors
-from etl.errors import ConfigError, DeferredError, EtlError, LockedOutError, TooManyRejectedError
+from etl.errors import (
+    ConfigError,
+    DeferredError,
+    EtlError,
+    LockedOutError,
+    RunInterrupted,
+    TooManyRejectedError,
+)
 from etl.extract import iter_image_ids
 from etl.image_sync import ImageResult, ImageSync
 from etl.ledger import ImageState, finish_run, last_success_at, save_image_states, start_run
@@ -27,9 +36,7 @@ from etl.timeutil import utc_now
 
 logger = logging.getLogger(__name__)
 
-
-class RunStopped(Exception):
-    """Raised in a worker when another worker's error ended the run."""
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # what systemd, Kubernetes, Docker and Ctrl-C send
 
 
 __all__ = ["ImageResult", "RunResult", "run_sync"]
@@ -43,7 +50,9 @@ class RunResult:
     dry_run: bool = False
     images: list[ImageResult] = field(default_factory=list)
     run_id: int | None = None
-    stopped: str | None = None  # "deferred", "locked_out" or "failed": the run ended early
+    # "deferred", "locked_out", "failed" or "interrupted": the run ended early
+    stopped: str | None = None
+    signal: int | None = None  # the signal that interrupted the run
     error: str | None = None
     seconds: float = 0.0
     requests: int = 0
@@ -53,7 +62,7 @@ class RunResult:
 
     @property
     def outcome(self) -> str:
-        """Return succeeded, partial, failed, deferred or locked_out.
+        """Return succeeded, partial, failed, deferred, locked_out or interrupted.
 
         Partial: some images failed or stayed incomplete, or some actions were rejected.
         """
@@ -93,6 +102,9 @@ class RunResult:
             "rows_unchanged": counts.unchanged,
             "rows_rejected": self.rejected,
             "meta_total_sum": sum(image.total or 0 for image in self.images),
+            "unknown_statuses": sum(image.unknown_statuses for image in self.images),
+            "rows_missing": sum(image.missing for image in self.images),
+            "rows_listed_elsewhere": counts.elsewhere,
         }
 
 
@@ -107,8 +119,10 @@ class _Run:
     now: Callable[[], datetime]
     on_image: Callable[[ImageResult], None] | None
     on_page: Callable[[ImageResult], None] | None
+    interrupt: threading.Event  # set by a signal: waits end and requests in flight are cut
+    stop: threading.Event = field(default_factory=threading.Event)  # no new image or page
     lock: SyncLock | None = None
-    stop: threading.Event = field(default_factory=threading.Event)
+    signal: int | None = None  # set by the signal handler
     tally: threading.Lock = field(default_factory=threading.Lock)
     rejected_by_image: dict[int, int] = field(default_factory=dict)
     states: list[ImageState] = field(default_factory=list)
@@ -123,7 +137,7 @@ class _Run:
     def page_done(self, image: ImageResult) -> None:
         """After every committed page, on the worker's thread: stop, renew, count, report."""
         if self.stop.is_set():
-            raise RunStopped
+            raise RunInterrupted("the run was asked to stop")
         if self.lock is not None:
             self.lock.renew()
         limit = self.settings.max_rejected
@@ -157,7 +171,7 @@ class _Run:
         )
         try:
             return syncer.sync(image_id), None, True
-        except RunStopped:
+        except RunInterrupted:
             return syncer.current, None, False
         except BaseException as exc:  # re-raised on the main thread, in sync_images
             self.stop.set()
@@ -198,6 +212,7 @@ class _Run:
                 error=image.error,
                 gone=image.gone,
                 first_page_digest=image.first_page_digest if clean else None,
+                scan_complete=clean,
             )
         )
         if self.on_image is not None:
@@ -217,7 +232,7 @@ class _Run:
             self.result.run_id,
             outcome=self.result.outcome,
             counters=self.result.counters(),
-            error=error or self.result.error,
+            error=self.client.redact(error or self.result.error or "") or None,
             now=self.now(),
         )
         with self.engine.connect() as conn:
@@ -258,23 +273,64 @@ class _Run:
             )
             try:
                 self.sync_images()
-            except DeferredError as exc:
-                self.result.stopped, self.result.error = "deferred", str(exc)
-                logger.warning("%s", exc)
-            except (TooManyRejectedError, LockedOutError) as exc:
-                self.result.stopped, self.result.error = "failed", str(exc)
-                logger.error("%s", exc)
+            except (DeferredError, TooManyRejectedError, LockedOutError, RunInterrupted) as exc:
+                self.result.stopped, self.result.error = _ENDINGS[type(exc)], str(exc)
             except EtlError as exc:
                 self.result.stopped, self.result.error = "failed", str(exc)
                 self.finish()
                 raise
-            except KeyboardInterrupt:
+            except BaseException as exc:
+                # A bug, or an interrupt outside the main thread: the ledger still says so.
                 self.result.stopped = "failed"
-                self.finish("interrupted")
+                self.finish(f"unexpected error ({type(exc).__name__}: {str(exc)[:300]})")
                 raise
+            self.interrupted()
             self.finish()
         finally:
             lock.release()
+
+    def interrupted(self) -> None:
+        """Turn a signal that arrived during the run into the run's outcome."""
+        if self.signal is not None:
+            name = signal.Signals(self.signal).name
+            self.result.stopped, self.result.signal = "interrupted", self.signal
+            self.result.error = (
+                f"interrupted by {name}; pages committed so far are kept, run again to finish"
+            )
+
+
+# Run-ending errors that are outcomes, not failures of the tool.
+_ENDINGS = {
+    DeferredError: "deferred",
+    TooManyRejectedError: "failed",
+    LockedOutError: "failed",
+    RunInterrupted: "interrupted",
+}
+
+
+@contextlib.contextmanager
+def _stop_on_signals(run: _Run) -> Iterator[None]:
+    """Turn SIGTERM and SIGINT into a stop of the run, for the run's duration.
+
+    The handler only sets an event: workers stop before their next request, the page in
+    hand commits or rolls back whole, waits end at once and requests in flight are cut.
+    Outside the main thread (an embedding program) signals are left alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        run.signal = run.signal or signum
+        run.interrupt.set()
+        run.stop.set()
+
+    previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def run_sync(
@@ -282,7 +338,7 @@ def run_sync(
     *,
     full: bool = False,
     dry_run: bool = False,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     now: Callable[[], datetime] = utc_now,
     on_image: Callable[[ImageResult], None] | None = None,
     on_page: Callable[[ImageResult], None] | None = None,
@@ -293,7 +349,9 @@ def run_sync(
     A failing image is recorded and the others go on. The run is recorded in sync_runs
     (a dry run writes nothing at all) and holds the database's sync lock throughout.
     Failures past the settings (a refused token, a database that fails, a foreign schema)
-    end the run with outcome "failed" and their one-sentence message in ``error``.
+    end the run with outcome "failed" and their one-sentence message in ``error``. In the
+    main thread, SIGTERM and SIGINT end the run within a second or two as "interrupted"
+    (``signal`` says which). Messages never hold the token, even one the API echoed.
 
     Raises:
         ConfigError: no token, or no images to sync: nothing was requested.
@@ -306,6 +364,7 @@ def run_sync(
     result = RunResult(mode="full" if full else "incremental", dry_run=dry_run)
     started = time.monotonic()
     engine = open_engine(settings.database_url)
+    interrupt = threading.Event()
     client = ApiClient(
         base_url=settings.api_url,
         token=token,
@@ -314,21 +373,26 @@ def run_sync(
         max_retry_wait=settings.max_retry_wait,
         max_total_wait=settings.max_total_wait,
         min_ratelimit_remaining=settings.min_ratelimit_remaining,
+        max_response_bytes=settings.max_response_bytes,
         limiter=limiter
         or RateLimiter(
-            per_minute=settings.rate_limit_per_minute, per_hour=settings.rate_limit_per_hour
+            per_minute=settings.rate_limit_per_minute,
+            per_hour=settings.rate_limit_per_hour,
+            stop=interrupt,
         ),
+        stop=interrupt,
         sleep=sleep,
     )
-    run = _Run(settings, engine, client, result, now, on_image, on_page)
+    run = _Run(settings, engine, client, result, now, on_image, on_page, interrupt)
     try:
-        with translate_errors(settings.database_url):
+        with _stop_on_signals(run), translate_errors(settings.database_url):
             if dry_run:
                 ensure_schema(engine, auto_migrate=False)
                 try:
                     run.sync_images()
-                except DeferredError as exc:
-                    result.stopped, result.error = "deferred", str(exc)
+                except (DeferredError, RunInterrupted) as exc:
+                    result.stopped, result.error = _ENDINGS[type(exc)], str(exc)
+                run.interrupted()
             else:
                 run.locked()
     except ConfigError:
@@ -339,4 +403,5 @@ def run_sync(
         result.seconds = time.monotonic() - started
         client.close()
         engine.dispose()
+        result.error = client.redact(result.error) if result.error else None
     return result
