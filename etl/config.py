@@ -27,6 +27,8 @@ DEFAULT_DATABASE_URL = "sqlite:///do_image_actions.db"
 MAX_PER_PAGE = 200  # the API's ceiling; also 10x fewer requests than its default of 20
 LOG_FORMATS = ("text", "json")
 MAX_WORKERS = 32  # past this the rate limit, not concurrency, is the wall
+MAX_IMAGE_ID = 2**63 - 1  # ids are stored as BIGINT: a larger one would fail mid-run
+API_VERSION_PATH = "/v2"  # DigitalOcean documents the base URL with it; our paths carry it
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,9 @@ def _check_api_url(name: str, value: Any) -> str:
         )
     if parts.query or parts.fragment:
         raise ConfigError(f"{name} must not carry a query or fragment, only scheme, host and path")
-    return value.rstrip("/")
+    # The client appends /v2/... itself, so the documented https://api.digitalocean.com/v2
+    # would request /v2/v2/...: take the suffix off rather than refuse what the docs show.
+    return value.rstrip("/").removesuffix(API_VERSION_PATH)
 
 
 def _check_images(name: str, value: Any) -> tuple[int, ...] | str:
@@ -143,10 +147,13 @@ def _check_images(name: str, value: Any) -> tuple[int, ...] | str:
         )
     images: list[int] = []
     for item in value:
-        if isinstance(item, str) and item.isdigit():
+        if isinstance(item, str) and item.isascii() and item.isdigit():
             item = int(item)
-        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
-            raise ConfigError(f"{name} holds {item!r}; image ids are positive whole numbers")
+        if isinstance(item, bool) or not isinstance(item, int) or not 1 <= item <= MAX_IMAGE_ID:
+            raise ConfigError(
+                f"{name} holds {item!r}; image ids are positive whole numbers up to "
+                f"{MAX_IMAGE_ID} (2^63-1); check the id"
+            )
         if item not in images:
             images.append(item)
     return tuple(images)
@@ -211,6 +218,18 @@ def _read_toml(path: Path) -> dict[str, Any]:
             data = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist; check the --config path") from None
+    except IsADirectoryError as exc:
+        raise ConfigError(
+            f"config file {path} is a folder, not a file; point --config at the TOML file"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"config file {path} cannot be read ({exc.strerror}); fix the path or its permissions"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text; point --config at a TOML file"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML ({exc}); fix the syntax") from None
     if "token" in data:

@@ -1,0 +1,136 @@
+"""A new user's mistakes: one sentence naming the fix, the right exit code, nothing touched."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from etl import cli
+from etl.database import open_engine
+from etl.fake import FakeApi
+from tests.conftest import TOKEN
+from tests.rows import read_rows
+
+ACTIONS = 135  # the `world` fixture: 3 images x 45 actions
+
+
+@pytest.fixture(autouse=True)
+def _token_and_logging(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Give main() a token and a scratch cwd; undo the handlers it installs on the root logger."""
+    monkeypatch.setenv("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)
+    monkeypatch.chdir(tmp_path)  # a default database file would land here, not in the repo
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the real entry point; return its exit code, stdout and stderr."""
+    try:
+        code = cli.main(list(args))
+    except SystemExit as exc:  # argparse's own usage errors
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    assert TOKEN not in out + err
+    return code, out, err
+
+
+def sync_args(api: FakeApi, url: str, *extra: str, api_url: str | None = None) -> list[str]:
+    images = [arg for image in api.world.actions for arg in ("--image", str(image))]
+    return ["sync", "--api-url", api_url or api.url, "--database-url", url, *images, *extra]
+
+
+def row_count(url: str) -> int:
+    engine = open_engine(url)
+    try:
+        return len(read_rows(engine))
+    finally:
+        engine.dispose()
+
+
+def one_error(err: str) -> str:
+    """Return the only line of stderr, which must be an error."""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert " ERROR etl: " in lines[0] or ": error: " in lines[0], err
+    return lines[0]
+
+
+@pytest.mark.parametrize("suffix", [pytest.param("/v2", id="v2"), pytest.param("/v2/", id="v2-")])
+def test_api_url_as_documented_with_v2_syncs(
+    capsys: pytest.CaptureFixture[str], api: FakeApi, tmp_path: Path, suffix: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+
+    code, _out, err = run(capsys, *sync_args(api, url, api_url=api.url + suffix))
+
+    assert code == 0, err
+    assert row_count(url) == ACTIONS
+    assert {served.path.split("/")[2] for served in api.served} == {"images"}  # no /v2/v2/
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        pytest.param("option", "9223372036854775808", id="option-2^63"),
+        pytest.param("toml", "[9223372036854775808]", id="toml-2^63"),
+        pytest.param("toml", '["99999999999999999999"]', id="toml-string"),
+        pytest.param("env", "1,9223372036854775808", id="env-2^63"),
+    ],
+)
+def test_image_id_beyond_bigint_is_refused_before_anything(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    api: FakeApi,
+    tmp_path: Path,
+    where: str,
+    value: str,
+) -> None:
+    db = tmp_path / "x.db"
+    args = ["sync", "--api-url", api.url, "--database-url", f"sqlite:///{db}"]
+    if where == "option":
+        args += ["--image", value]
+    elif where == "toml":
+        (tmp_path / "c.toml").write_text(f"images = {value}\n")
+        args += ["--config", str(tmp_path / "c.toml")]
+    else:
+        monkeypatch.setenv("DO_IMAGE_ACTIONS_IMAGES", value)
+
+    code, _out, err = run(capsys, *args)
+
+    assert code == 2
+    assert "image ids are positive whole numbers up to 9223372036854775807" in one_error(err)
+    assert api.served == []
+    assert not db.exists()  # so no sync_runs row either
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        pytest.param("directory", "is a folder, not a file", id="directory"),
+        pytest.param("binary", "is not UTF-8 text", id="binary"),
+        pytest.param("through-a-file", "cannot be read (Not a directory)", id="through-a-file"),
+    ],
+)
+def test_config_that_is_no_readable_file_is_one_sentence(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, kind: str, message: str
+) -> None:
+    path = tmp_path / "c.toml"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "binary":
+        path.write_bytes(b"\xff\xfe\x00 not text")
+    else:
+        path.write_text("")
+        path = path / "c.toml"
+
+    code, _out, err = run(capsys, "status", "--config", str(path))
+
+    assert code == 2
+    assert message in one_error(err)
