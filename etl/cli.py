@@ -11,16 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from etl import __version__
-from etl.config import (
-    DEFAULT_DATABASE_URL,
-    LOG_FORMATS,
-    TOKEN_ENV,
-    Settings,
-    env_name,
-    load_settings,
-    mask_database_url,
-)
+from etl.config import LOG_FORMATS, TOKEN_ENV, Settings, env_name, load_settings
 from etl.database import open_engine, translate_errors
+from etl.database_url import DEFAULT_DATABASE_URL, mask_database_url
 from etl.errors import ConfigError, EtlError
 from etl.logs import setup_logging
 from etl.metrics import render_metrics, write_metrics

@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
+from etl.database_url import DEFAULT_DATABASE_URL, check_database_url
 from etl.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -23,7 +21,6 @@ logger = logging.getLogger(__name__)
 TOKEN_ENV = "DIGITALOCEAN_ACCESS_TOKEN"  # noqa: S105  (a variable name, not a secret)
 ENV_PREFIX = "DO_IMAGE_ACTIONS_"
 DEFAULT_API_URL = "https://api.digitalocean.com"
-DEFAULT_DATABASE_URL = "sqlite:///do_image_actions.db"
 MAX_PER_PAGE = 200  # the API's ceiling; also 10x fewer requests than its default of 20
 LOG_FORMATS = ("text", "json")
 MAX_WORKERS = 32  # past this the rate limit, not concurrency, is the wall
@@ -68,14 +65,6 @@ class Settings:
         return self.token
 
 
-def mask_database_url(url: str) -> str:
-    """Return ``url`` with its password replaced by ``***``."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable database URL>"
-
-
 def _positive_int(name: str, value: Any, *, low: int = 1, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{name} must be a whole number, not {value!r}")
@@ -91,19 +80,6 @@ def _positive_float(name: str, value: Any) -> float:
     if not value > 0:
         raise ConfigError(f"{name} must be more than 0 seconds, not {value}")
     return float(value)
-
-
-def _check_database_url(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{name} must be a SQLAlchemy URL such as {DEFAULT_DATABASE_URL!r}")
-    try:
-        make_url(value)
-    except ArgumentError:
-        raise ConfigError(
-            f"{name} is not a valid SQLAlchemy URL; use a form like "
-            f"{DEFAULT_DATABASE_URL!r} or 'postgresql+psycopg://user@host/db'"
-        ) from None
-    return value
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -185,7 +161,7 @@ Checker = Callable[[str, Any], Any]
 
 # One row per setting: how to check it, and how to read it from a string (environment).
 SETTINGS: dict[str, tuple[Checker, Callable[[str], Any]]] = {
-    "database_url": (_check_database_url, str),
+    "database_url": (check_database_url, str),
     "api_url": (_check_api_url, str),
     "images": (_check_images, str),
     "all_images": (_check_bool, str),

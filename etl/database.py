@@ -10,10 +10,16 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
-from etl.config import mask_database_url
-from etl.errors import DatabaseError
+from etl.database_url import mask_database_url
+from etl.errors import ConfigError, DatabaseError
 
 DRIVER_EXTRAS = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
+# The driver each extra installs: a URL without +driver asks for psycopg2 or MySQLdb instead.
+DRIVER_SCHEMES = {
+    "postgresql": "postgresql+psycopg://",
+    "mysql": "mysql+pymysql://",
+    "mariadb": "mariadb+pymysql://",
+}
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # wait for a reader's lock instead of failing at once
 
 
@@ -34,15 +40,18 @@ def open_engine(url: str) -> Engine:
     """Return an engine for ``url``; SQLite gets WAL mode and a busy timeout.
 
     Raises:
-        DatabaseError: the URL's driver is not installed.
+        ConfigError: the URL's driver is not installed (nothing has been touched yet).
     """
     parsed = make_url(url)
     try:
         engine = create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
-        extra = DRIVER_EXTRAS.get(parsed.get_backend_name())
+        backend = parsed.get_backend_name()
+        extra = DRIVER_EXTRAS.get(backend)
         hint = f"pip install 'do-image-actions[{extra}]'" if extra else "install its driver"
-        raise DatabaseError(f"no driver for {mask_database_url(url)} ({exc}); {hint}") from None
+        if "+" not in parsed.drivername and backend in DRIVER_SCHEMES:
+            hint = f"write {DRIVER_SCHEMES[backend]}... in the URL ({hint})"
+        raise ConfigError(f"no driver for {mask_database_url(url)} ({exc}); {hint}") from exc
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from etl.config import Settings, load_settings, mask_database_url
+from etl.config import Settings, load_settings
+from etl.database_url import mask_database_url
 from etl.errors import ConfigError
 
 TOKEN = "dop_v1_configtest"
@@ -121,6 +122,15 @@ def test_require_token_names_both_ways_to_give_one() -> None:
             "images = [9223372036854775808]", "up to 9223372036854775807", id="image-past-bigint"
         ),
         pytest.param('images = ["\u00b2"]', "image ids are positive", id="image-superscript"),
+        pytest.param('database_url = "postgres://u@h/db"', "postgresql\\+psycopg://", id="heroku"),
+        pytest.param('database_url = "sqlite://"', "in-memory SQLite", id="sqlite-memory"),
+        pytest.param('database_url = "nosuch://u@h/db"', "unknown database kind", id="db-kind"),
+        pytest.param(
+            'database_url = "postgresql://u:p@ss@h/db"', "raw '@' in its password", id="raw-at"
+        ),
+        pytest.param(
+            'database_url = "postgresql://u:p:w0rd@ss@h:5/db"', "percent-encode", id="bad-port"
+        ),
         pytest.param("colour = 1", "unknown setting 'colour'; valid settings are", id="unknown"),
         pytest.param('token = "x"', "never put the token in a file", id="token-in-file"),
         pytest.param("per_page = ", "not valid TOML", id="bad-toml"),
@@ -166,6 +176,10 @@ def test_load_settings_missing_file_says_so(tmp_path: Path) -> None:
     [
         ("postgresql+psycopg://etl:s3cret@db/prod", "postgresql+psycopg://etl:***@db/prod"),
         ("sqlite:///x.db", "sqlite:///x.db"),
+        ("postgresql://etl:p%40ss%2Fw%3Ard@db/prod", "postgresql://etl:***@db/prod"),
+        ("postgresql://etl:p@ss@db/prod", "postgresql://etl:***@db/prod"),
+        ("postgresql://etl:pa/ss:wd@db:5432/prod", "postgresql://etl:***@db:5432/prod"),
+        ("postgresql://etl:p@ss:w0rd@db:5432/prod", "<unparseable database URL>"),
     ],
 )
 def test_mask_database_url_hides_the_password(url: str, shown: str) -> None:

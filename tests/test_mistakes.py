@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from etl import cli
 from etl.database import open_engine
+from etl.database_url import mask_database_url
 from etl.fake import FakeApi
 from tests.conftest import TOKEN
 from tests.rows import read_rows
+from tests.servers import free_port
 
 ACTIONS = 135  # the `world` fixture: 3 images x 45 actions
 
@@ -111,6 +115,28 @@ def test_image_id_beyond_bigint_is_refused_before_anything(
 
 
 @pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        pytest.param(
+            "postgres://postgres@127.0.0.1/test", "write postgresql+psycopg:// instead", id="heroku"
+        ),
+        pytest.param("mysql://root@127.0.0.1/test", "write mysql+pymysql://", id="mysql-bare"),
+        pytest.param("sqlite://", "in-memory SQLite database", id="sqlite-no-path"),
+        pytest.param("sqlite:///:memory:", "in-memory SQLite database", id="sqlite-memory"),
+        pytest.param("postgresq://u@h/db", "unknown database kind 'postgresq'", id="typo"),
+    ],
+)
+def test_unusable_database_url_is_refused_before_any_request(
+    capsys: pytest.CaptureFixture[str], api: FakeApi, url: str, message: str
+) -> None:
+    code, _out, err = run(capsys, *sync_args(api, url))
+
+    assert code == 2
+    assert message in one_error(err)
+    assert api.served == []
+
+
+@pytest.mark.parametrize(
     ("kind", "message"),
     [
         pytest.param("directory", "is a folder, not a file", id="directory"),
@@ -134,3 +160,25 @@ def test_config_that_is_no_readable_file_is_one_sentence(
 
     assert code == 2
     assert message in one_error(err)
+
+
+HOSTILE_PASSWORDS = ["Zq7@Kx9:Lm3/Np5%Rt2", "Ab1:Cd2@@Ef3", "Gh4/Ij5?Kl6#Mn7", "Op8%40Qr9 St0"]
+
+
+@pytest.mark.parametrize(
+    "encoded", [pytest.param(True, id="encoded"), pytest.param(False, id="raw")]
+)
+@pytest.mark.parametrize("password", HOSTILE_PASSWORDS)
+def test_hostile_database_passwords_never_show(
+    capsys: pytest.CaptureFixture[str], password: str, encoded: bool
+) -> None:
+    written = quote(password, safe="") if encoded else password
+    url = f"postgresql+psycopg://etl:{written}@127.0.0.1:{free_port()}/warehouse"  # nobody there
+    fragments = re.findall(r"[A-Z][a-z]\d", password)
+
+    code, out, err = run(capsys, "status", "--database-url", url)
+
+    assert code in (1, 2)  # refused as unreachable, or as a raw '@' to percent-encode
+    one_error(err)
+    for shown in (out + err, mask_database_url(url)):
+        assert [fragment for fragment in fragments if fragment in shown] == []
