@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from sqlalchemy import Engine, inspect, text
 
 from etl import cli
 from etl.database import open_engine
@@ -48,6 +49,14 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 def sync_args(api: FakeApi, url: str, *extra: str, api_url: str | None = None) -> list[str]:
     images = [arg for image in api.world.actions for arg in ("--image", str(image))]
     return ["sync", "--api-url", api_url or api.url, "--database-url", url, *images, *extra]
+
+
+def table_names(url: str) -> list[str]:
+    engine = open_engine(url)
+    try:
+        return sorted(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
 
 
 def row_count(url: str) -> int:
@@ -160,6 +169,44 @@ def test_config_that_is_no_readable_file_is_one_sentence(
 
     assert code == 2
     assert message in one_error(err)
+
+
+def test_migrate_a_database_a_newer_tool_migrated(
+    capsys: pytest.CaptureFixture[str], engine: Engine, database_url: str
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'ffff_future'"))
+
+    code, _out, err = run(capsys, "migrate", "--database-url", database_url)
+
+    assert code == 1
+    assert (
+        "the database is at schema revision 'ffff_future', which this version of "
+        "do-image-actions does not know; upgrade the tool"
+    ) in one_error(err)
+
+
+@pytest.mark.parametrize("command", ["migrate", "sync"])
+def test_migrations_refuse_a_table_someone_else_made_and_leave_nothing(
+    capsys: pytest.CaptureFixture[str], api: FakeApi, database_url: str, command: str
+) -> None:
+    theirs = open_engine(database_url)
+    with theirs.begin() as conn:
+        conn.execute(text("CREATE TABLE image_actions (id INTEGER PRIMARY KEY, note TEXT)"))
+    theirs.dispose()
+    args = sync_args(api, database_url) if command == "sync" else [command]
+    args += ["--database-url", database_url] if command == "migrate" else []
+
+    code, _out, err = run(capsys, *args)
+
+    assert table_names(database_url) == ["image_actions"]  # no alembic_version left behind
+    assert api.served == []
+    assert code == 1
+    assert (
+        f"{mask_database_url(database_url)} already holds image_actions, made by something "
+        "other than do-image-actions"
+    ) in err
+    assert len(err.splitlines()) == 1, err
 
 
 HOSTILE_PASSWORDS = ["Zq7@Kx9:Lm3/Np5%Rt2", "Ab1:Cd2@@Ef3", "Gh4/Ij5?Kl6#Mn7", "Op8%40Qr9 St0"]
