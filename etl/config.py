@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
+from etl.database_url import DEFAULT_DATABASE_URL, check_database_url
 from etl.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -23,10 +21,11 @@ logger = logging.getLogger(__name__)
 TOKEN_ENV = "DIGITALOCEAN_ACCESS_TOKEN"  # noqa: S105  (a variable name, not a secret)
 ENV_PREFIX = "DO_IMAGE_ACTIONS_"
 DEFAULT_API_URL = "https://api.digitalocean.com"
-DEFAULT_DATABASE_URL = "sqlite:///do_image_actions.db"
 MAX_PER_PAGE = 200  # the API's ceiling; also 10x fewer requests than its default of 20
 LOG_FORMATS = ("text", "json")
 MAX_WORKERS = 32  # past this the rate limit, not concurrency, is the wall
+MAX_IMAGE_ID = 2**63 - 1  # ids are stored as BIGINT: a larger one would fail mid-run
+API_VERSION_PATH = "/v2"  # DigitalOcean documents the base URL with it; our paths carry it
 
 
 @dataclass(frozen=True)
@@ -67,14 +66,6 @@ class Settings:
         return self.token
 
 
-def mask_database_url(url: str) -> str:
-    """Return ``url`` with its password replaced by ``***``."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable database URL>"
-
-
 def _positive_int(name: str, value: Any, *, low: int = 1, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{name} must be a whole number, not {value!r}")
@@ -90,19 +81,6 @@ def _positive_float(name: str, value: Any) -> float:
     if not value > 0:
         raise ConfigError(f"{name} must be more than 0 seconds, not {value}")
     return float(value)
-
-
-def _check_database_url(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{name} must be a SQLAlchemy URL such as {DEFAULT_DATABASE_URL!r}")
-    try:
-        make_url(value)
-    except ArgumentError:
-        raise ConfigError(
-            f"{name} is not a valid SQLAlchemy URL; use a form like "
-            f"{DEFAULT_DATABASE_URL!r} or 'postgresql+psycopg://user@host/db'"
-        ) from None
-    return value
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -130,7 +108,9 @@ def _check_api_url(name: str, value: Any) -> str:
         )
     if parts.query or parts.fragment:
         raise ConfigError(f"{name} must not carry a query or fragment, only scheme, host and path")
-    return value.rstrip("/")
+    # The client appends /v2/... itself, so the documented https://api.digitalocean.com/v2
+    # would request /v2/v2/...: take the suffix off rather than refuse what the docs show.
+    return value.rstrip("/").removesuffix(API_VERSION_PATH)
 
 
 def _check_images(name: str, value: Any) -> tuple[int, ...] | str:
@@ -144,10 +124,13 @@ def _check_images(name: str, value: Any) -> tuple[int, ...] | str:
         )
     images: list[int] = []
     for item in value:
-        if isinstance(item, str) and item.isdigit():
+        if isinstance(item, str) and item.isascii() and item.isdigit():
             item = int(item)
-        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
-            raise ConfigError(f"{name} holds {item!r}; image ids are positive whole numbers")
+        if isinstance(item, bool) or not isinstance(item, int) or not 1 <= item <= MAX_IMAGE_ID:
+            raise ConfigError(
+                f"{name} holds {item!r}; image ids are positive whole numbers up to "
+                f"{MAX_IMAGE_ID} (2^63-1); check the id"
+            )
         if item not in images:
             images.append(item)
     return tuple(images)
@@ -179,7 +162,7 @@ Checker = Callable[[str, Any], Any]
 
 # One row per setting: how to check it, and how to read it from a string (environment).
 SETTINGS: dict[str, tuple[Checker, Callable[[str], Any]]] = {
-    "database_url": (_check_database_url, str),
+    "database_url": (check_database_url, str),
     "api_url": (_check_api_url, str),
     "images": (_check_images, str),
     "all_images": (_check_bool, str),
@@ -213,6 +196,18 @@ def _read_toml(path: Path) -> dict[str, Any]:
             data = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist; check the --config path") from None
+    except IsADirectoryError as exc:
+        raise ConfigError(
+            f"config file {path} is a folder, not a file; point --config at the TOML file"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"config file {path} cannot be read ({exc.strerror}); fix the path or its permissions"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text; point --config at a TOML file"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML ({exc}); fix the syntax") from None
     if "token" in data:

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import NoSuchModuleError, OperationalError, SQLAlchemyError
 
-from etl.config import mask_database_url
-from etl.errors import DatabaseError
+from etl.database_url import mask_database_url
+from etl.errors import ConfigError, DatabaseError
 
 DRIVER_EXTRAS = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
+# The driver each extra installs: a URL without +driver asks for psycopg2 or MySQLdb instead.
+DRIVER_SCHEMES = {
+    "postgresql": "postgresql+psycopg://",
+    "mysql": "mysql+pymysql://",
+    "mariadb": "mariadb+pymysql://",
+}
+MYSQL_BAD_DB = 1049  # MySQL/MariaDB's error code for "Unknown database"
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # wait for a reader's lock instead of failing at once
 
 
@@ -34,15 +42,18 @@ def open_engine(url: str) -> Engine:
     """Return an engine for ``url``; SQLite gets WAL mode and a busy timeout.
 
     Raises:
-        DatabaseError: the URL's driver is not installed.
+        ConfigError: the URL's driver is not installed (nothing has been touched yet).
     """
     parsed = make_url(url)
     try:
         engine = create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
-        extra = DRIVER_EXTRAS.get(parsed.get_backend_name())
+        backend = parsed.get_backend_name()
+        extra = DRIVER_EXTRAS.get(backend)
         hint = f"pip install 'do-image-actions[{extra}]'" if extra else "install its driver"
-        raise DatabaseError(f"no driver for {mask_database_url(url)} ({exc}); {hint}") from None
+        if "+" not in parsed.drivername and backend in DRIVER_SCHEMES:
+            hint = f"write {DRIVER_SCHEMES[backend]}... in the URL ({hint})"
+        raise ConfigError(f"no driver for {mask_database_url(url)} ({exc}); {hint}") from exc
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
@@ -78,3 +89,57 @@ def translate_errors(url: str) -> Iterator[None]:
             f"database {mask_database_url(url)} failed ({describe_failure(exc)}); check that it "
             "is reachable and writable, then run again: rows already committed are kept"
         ) from exc
+
+
+def sqlite_file(url: str) -> Path | None:
+    """Return the file an SQLite URL names, or None for other databases and URI filenames."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    if parsed.query.get("uri") or parsed.database.startswith("file:"):
+        return None  # sqlite's own URI syntax: let the driver read it
+    return Path(parsed.database)
+
+
+def is_missing_database(exc: SQLAlchemyError, url: str) -> bool:
+    """Return whether ``exc`` is the server saying the URL's database does not exist."""
+    original = getattr(exc, "orig", None)
+    args: tuple[Any, ...] = getattr(original, "args", ())
+    if make_url(url).get_backend_name() in ("mysql", "mariadb"):
+        return bool(args) and args[0] == MYSQL_BAD_DB
+    # libpq reports a failed connection without its SQLSTATE, only the server's sentence.
+    return f'database "{make_url(url).database}" does not exist' in str(original)
+
+
+@contextlib.contextmanager
+def connect_synced(url: str) -> Iterator[Connection]:
+    """Yield a connection to a database a sync (or migrate) has set up; create nothing.
+
+    Readers (status, report) use it: opening an SQLite path that does not exist would
+    create an empty file, and an empty database would only fail later on a missing table.
+
+    Raises:
+        DatabaseError: no database is there, it holds no tables of ours, or it failed.
+    """
+    missing = DatabaseError(
+        f"no synced database at {mask_database_url(url)}; check database_url, or run "
+        "'do-image-actions sync' (or 'migrate') first"
+    )
+    path = sqlite_file(url)
+    if path is not None and not path.is_file():
+        raise missing
+    engine = open_engine(url)
+    try:
+        with translate_errors(url):
+            try:
+                conn = engine.connect()
+            except OperationalError as exc:
+                if is_missing_database(exc, url):
+                    raise missing from exc
+                raise
+            with conn:
+                if not inspect(conn).has_table("alembic_version"):
+                    raise missing
+                yield conn
+    finally:
+        engine.dispose()

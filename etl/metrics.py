@@ -7,7 +7,7 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from etl.errors import ConfigError
+from etl.errors import EtlError
 from etl.pipeline import RunResult
 
 PREFIX = "do_image_actions"
@@ -82,7 +82,8 @@ def write_metrics(path: str, text: str) -> None:
     """Replace the file at ``path`` atomically, so a collector never reads half a file.
 
     Raises:
-        ConfigError: the file's folder does not exist or cannot be written.
+        EtlError: the file's folder does not exist or cannot be written (the run is over by
+            then, so this is no ConfigError: callers warn and keep the run's exit code).
     """
     target = Path(path)
     try:
@@ -94,7 +95,7 @@ def write_metrics(path: str, text: str) -> None:
         os.chmod(temporary, 0o644)
         os.replace(temporary, target)
     except OSError as exc:
-        raise ConfigError(
+        raise EtlError(
             f"metrics_file {path} cannot be written ({exc.strerror}); check that its folder "
             "exists and is writable"
-        ) from None
+        ) from exc

@@ -9,9 +9,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, inspect
 
+from etl.database_url import mask_database_url
 from etl.errors import DatabaseError
+from etl.schema import metadata
 
 
 def migrations_dir() -> Path:
@@ -54,10 +56,45 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def _refuse_unknown(current: str | None) -> None:
+    known = {script.revision for script in _scripts().walk_revisions()}
+    if current is not None and current not in known:
+        raise DatabaseError(
+            f"the database is at schema revision {current!r}, which this version of "
+            "do-image-actions does not know; upgrade the tool"
+        )
+
+
+def _check_upgradable(conn: Connection) -> None:
+    """Refuse a database the migrations cannot run on, before they change anything.
+
+    MySQL/MariaDB commit every DDL statement at once: a migration that failed on a table
+    someone else made would leave our alembic_version table behind, so look first.
+    """
+    current = MigrationContext.configure(conn).get_current_revision()
+    _refuse_unknown(current)
+    if current is not None:
+        return
+    foreign = sorted(set(metadata.tables) & set(inspect(conn).get_table_names()))
+    if foreign:
+        where = mask_database_url(conn.engine.url.render_as_string(hide_password=False))
+        raise DatabaseError(
+            f"{where} already holds {', '.join(foreign)}, made by something other than "
+            "do-image-actions (no schema revision is recorded); point database_url at an "
+            "empty database"
+        )
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Run the migrations up to ``revision`` in one transaction where the dialect allows."""
+    """Run the migrations up to ``revision`` in one transaction where the dialect allows.
+
+    Raises:
+        DatabaseError: the database is at a revision this version does not know, or has
+            tables of our names that no migration of ours made; nothing is changed.
+    """
     config = alembic_config()
     with engine.begin() as conn:
+        _check_upgradable(conn)
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
 
@@ -73,12 +110,7 @@ def ensure_schema(engine: Engine, *, auto_migrate: bool) -> str:
     current = current_revision(engine)
     if current == head:
         return head
-    known = {script.revision for script in _scripts().walk_revisions()}
-    if current is not None and current not in known:
-        raise DatabaseError(
-            f"the database is at schema revision {current!r}, which this version of "
-            "do-image-actions does not know; upgrade the tool"
-        )
+    _refuse_unknown(current)
     if not auto_migrate:
         raise DatabaseError(
             f"the database schema is at {current or 'nothing'}, not {head}; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import signal
@@ -186,6 +187,19 @@ def test_every_command_and_option_is_in_the_readme() -> None:
             for option in action.option_strings:
                 if option.startswith("--") and option != "--help":
                     assert option in readme, f"{name} {option}"
+
+
+def test_every_option_of_every_command_has_help_text() -> None:
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    missing = [
+        f"{name} {action.option_strings[0]}"
+        for name, sub in [("", parser), *commands.items()]
+        for action in sub._actions
+        if action.option_strings and action.help in (None, "", argparse.SUPPRESS)
+    ]
+
+    assert missing == []
 
 
 @pytest.mark.slow

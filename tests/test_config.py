@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from etl.config import Settings, load_settings, mask_database_url
+from etl.config import Settings, load_settings
+from etl.database_url import mask_database_url
 from etl.errors import ConfigError
 
 TOKEN = "dop_v1_configtest"
@@ -117,6 +118,19 @@ def test_require_token_names_both_ways_to_give_one() -> None:
         pytest.param("images = [0]", "image ids are positive whole numbers", id="image-zero"),
         pytest.param('images = ["abc"]', "image ids are positive", id="image-str"),
         pytest.param("images = 5", "must be a list of image ids", id="images-int"),
+        pytest.param(
+            "images = [9223372036854775808]", "up to 9223372036854775807", id="image-past-bigint"
+        ),
+        pytest.param('images = ["\u00b2"]', "image ids are positive", id="image-superscript"),
+        pytest.param('database_url = "postgres://u@h/db"', "postgresql\\+psycopg://", id="heroku"),
+        pytest.param('database_url = "sqlite://"', "in-memory SQLite", id="sqlite-memory"),
+        pytest.param('database_url = "nosuch://u@h/db"', "unknown database kind", id="db-kind"),
+        pytest.param(
+            'database_url = "postgresql://u:p@ss@h/db"', "raw '@' in its password", id="raw-at"
+        ),
+        pytest.param(
+            'database_url = "postgresql://u:p:w0rd@ss@h:5/db"', "percent-encode", id="bad-port"
+        ),
         pytest.param("colour = 1", "unknown setting 'colour'; valid settings are", id="unknown"),
         pytest.param('token = "x"', "never put the token in a file", id="token-in-file"),
         pytest.param("per_page = ", "not valid TOML", id="bad-toml"),
@@ -162,10 +176,34 @@ def test_load_settings_missing_file_says_so(tmp_path: Path) -> None:
     [
         ("postgresql+psycopg://etl:s3cret@db/prod", "postgresql+psycopg://etl:***@db/prod"),
         ("sqlite:///x.db", "sqlite:///x.db"),
+        ("postgresql://etl:p%40ss%2Fw%3Ard@db/prod", "postgresql://etl:***@db/prod"),
+        ("postgresql://etl:p@ss@db/prod", "postgresql://etl:***@db/prod"),
+        ("postgresql://etl:pa/ss:wd@db:5432/prod", "postgresql://etl:***@db:5432/prod"),
+        ("postgresql://etl:p@ss:w0rd@db:5432/prod", "<unparseable database URL>"),
     ],
 )
 def test_mask_database_url_hides_the_password(url: str, shown: str) -> None:
     assert mask_database_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.digitalocean.com/v2",
+        "https://api.digitalocean.com/v2/",
+        "https://api.digitalocean.com/",
+    ],
+)
+def test_api_url_drops_the_documented_v2_suffix(url: str) -> None:
+    assert load_settings(environ={"DO_IMAGE_ACTIONS_API_URL": url}).api_url == (
+        "https://api.digitalocean.com"
+    )
+
+
+def test_the_largest_bigint_is_a_valid_image_id() -> None:
+    settings = load_settings(environ={"DO_IMAGE_ACTIONS_IMAGES": "9223372036854775807"})
+
+    assert settings.images == (2**63 - 1,)
 
 
 def test_loopback_http_api_url_is_accepted() -> None:

@@ -77,7 +77,7 @@ def test_metrics_file_in_a_missing_folder_is_a_clear_error(api: FakeApi, tmp_pat
         *sync_args(api, f"sqlite:///{tmp_path / 'x.db'}", "--metrics-file", "/nonexistent/m.prom")
     )
 
-    assert result.returncode == 2
+    assert result.returncode == 0  # a warning: the sync itself succeeded
     assert "metrics_file /nonexistent/m.prom cannot be written" in result.stderr
 
 

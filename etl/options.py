@@ -1,0 +1,189 @@
+"""The command line's grammar: commands, their options, help texts and value checks."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from etl import __version__
+from etl.config import LOG_FORMATS, env_name
+from etl.database_url import DEFAULT_DATABASE_URL
+from etl.errors import ConfigError
+from etl.status import parse_age
+
+EPILOG = (
+    "Exit codes: 0 success, 1 failure (status: unhealthy), 2 bad usage or configuration, "
+    "3 partial, 4 locked out by another sync, 5 deferred (rate-limit budget spent), "
+    "130/143 interrupted by SIGINT/SIGTERM."
+)
+DEMO_DATABASE_URL = "sqlite:///do_image_actions_demo.db"
+
+
+def _verbosity(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "-v", "--verbose", action="store_const", const=1, dest="verbosity", default=default,
+        help="debug logs",
+    )  # fmt: skip
+    parser.add_argument(
+        "-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=default,
+        help="warnings only",
+    )  # fmt: skip
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default=default, help="stderr log lines: text or json"
+    )
+
+
+def _common(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("--config", metavar="FILE", default=default, help="TOML settings file")
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        default=default,
+        help=f"SQLAlchemy database URL (env {env_name('database_url')}; "
+        f"default {DEFAULT_DATABASE_URL})",
+    )
+    _verbosity(parser, default)
+
+
+def _parent(add: Callable[[argparse.ArgumentParser, Any], None]) -> argparse.ArgumentParser:
+    """Return a parent parser of global options that a command's own copy cannot clobber.
+
+    The options are accepted before the command and after it. After it, a copy whose
+    default is SUPPRESS sets nothing when absent, so ``-v sync`` stays verbose.
+    """
+    parent = argparse.ArgumentParser(add_help=False)
+    add(parent, argparse.SUPPRESS)
+    return parent
+
+
+def _count(text: str) -> int:
+    """Return a whole number of at least 1; argparse turns the error into exit code 2."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _age(text: str) -> timedelta:
+    """Return a duration such as 30m; argparse turns the error into exit code 2."""
+    try:
+        return parse_age(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _max_age(text: str) -> timedelta:
+    """Return a duration longer than 0: with 0, every status would be unhealthy."""
+    age = _age(text)
+    if not age:
+        raise argparse.ArgumentTypeError("must be longer than 0; write it like 30m or 2h")
+    return age
+
+
+def _add_sync(commands: Any, common: argparse.ArgumentParser) -> None:
+    sync = commands.add_parser(
+        "sync", parents=[common], help="sync image actions into the database", epilog=EPILOG
+    )
+    sync.add_argument(
+        "--image",
+        metavar="ID",
+        type=int,
+        action="append",
+        dest="images",
+        help="image id to sync; repeat for several (env DO_IMAGE_ACTIONS_IMAGES, comma-separated)",
+    )
+    sync.add_argument(
+        "--all-images",
+        action="store_const",
+        const=True,
+        help="sync every private image of the account",
+    )
+    sync.add_argument("--api-url", metavar="URL", help="API base URL (default the real API)")
+    sync.add_argument("--per-page", metavar="N", type=int, help="actions per page, 1..200")
+    sync.add_argument(
+        "--timeout", metavar="SECONDS", type=float, help="deadline of one whole request"
+    )
+    sync.add_argument(
+        "--max-rejected", metavar="N", type=int, help="fail when more actions are rejected"
+    )
+    sync.add_argument("--metrics-file", metavar="PATH", help="write Prometheus metrics here")
+    sync.add_argument("--full", action="store_true", help="scan every page, not only new ones")
+    sync.add_argument(
+        "--dry-run", action="store_true", help="fetch and compare, print, write nothing"
+    )
+    sync.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    sync.add_argument(
+        "--no-migrate",
+        action="store_false",
+        dest="auto_migrate",
+        default=None,
+        help="fail instead of upgrading an out-of-date schema",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser for every command."""
+    parser = argparse.ArgumentParser(
+        prog="do-image-actions",
+        description="Keep a SQL copy of DigitalOcean image actions.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _common(parser, None)
+    common, verbosity = _parent(_common), _parent(_verbosity)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_sync(commands, common)
+
+    commands.add_parser(
+        "migrate", parents=[common], help="upgrade the database schema to the newest"
+    )
+
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="show recent runs and image state; exit 1 when unhealthy",
+        epilog=EPILOG,
+    )
+    status.add_argument("--runs", metavar="N", type=_count, default=10, help="runs to show")
+    status.add_argument(
+        "--max-age",
+        metavar="AGE",
+        type=_max_age,
+        help="unhealthy when the last success is older (e.g. 2h)",
+    )
+    status.add_argument("--json", action="store_true", help="print as JSON")
+
+    report = commands.add_parser(
+        "report", parents=[common], help="summarise stored actions for auditors"
+    )
+    report.add_argument(
+        "--format", choices=("table", "csv", "json"), default="table", help="output format"
+    )
+    report.add_argument("--section", metavar="NAME", help="print only this section")
+    report.add_argument(
+        "--stuck-after",
+        metavar="AGE",
+        type=_age,
+        default="1h",
+        help="in-progress older than this is stuck",
+    )
+
+    demo = commands.add_parser(
+        "demo",
+        parents=[verbosity],
+        help="sync from a built-in fake API into a local SQLite file; no token needed",
+    )
+    demo.add_argument(
+        "--database-url",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help=f"where to sync the demo (default {DEMO_DATABASE_URL})",
+    )
+    demo.add_argument("--images", metavar="N", type=int, default=5, help="images in the fake")
+    demo.add_argument("--actions", metavar="N", type=int, default=450, help="actions per image")
+    return parser
