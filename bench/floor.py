@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import requests
 
 from bench.serve import TOKEN
-from etl.database import open_engine
-from etl.load import upsert_statement
-from etl.transform import flatten_action
+from etl.source.transform import flatten_action
+from etl.store.database import open_engine
+from etl.store.load import upsert_statement
 
 
 def main() -> None:

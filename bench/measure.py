@@ -6,7 +6,7 @@ import json
 import resource
 import sys
 
-from etl.cli import main
+from etl.ops.cli import main
 
 if __name__ == "__main__":
     code = main(sys.argv[1:])

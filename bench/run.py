@@ -25,9 +25,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench.serve import TOKEN
-from etl.database import open_engine
-from etl.migrate import upgrade
-from etl.summary import format_table
+from etl.ops.summary import format_table
+from etl.store.database import open_engine
+from etl.store.migrate import upgrade
 
 SERVERS = {
     "postgresql": os.environ.get(

@@ -1,5 +1,5 @@
 """Run the command line interface as ``python -m etl``."""
 
-from etl.cli import main
+from etl.ops.cli import main
 
 raise SystemExit(main())

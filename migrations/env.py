@@ -1,4 +1,4 @@
-"""Alembic environment: metadata from etl.schema, a connection handed in or a URL from settings."""
+"""Alembic environment: metadata from etl.store.schema, a connection handed in, or a URL."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy import Connection, create_engine
 
 from etl.config import load_settings
-from etl.schema import metadata
+from etl.store.schema import metadata
 
 config = context.config
 target_metadata = metadata

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from etl.client import ApiClient
-from etl.database import open_engine
 from etl.fake import FakeApi, World
-from etl.migrate import upgrade
+from etl.source.client import ApiClient
+from etl.store.database import open_engine
+from etl.store.migrate import upgrade
 from tests.databases import DIALECTS, fresh_database
 
 TOKEN = "dop_v1_testtoken_0123456789abcdef0123456789abcdef"
@@ -30,7 +30,7 @@ class RecordingSleep:
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
-    """Undo what etl.cli.main does to logging, so no test logs into another's closed stream."""
+    """Undo what etl.ops.cli.main does to logging, so no test logs into another's closed stream."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, select
 
-from etl.schema import image_actions
+from etl.store.schema import image_actions
 
 
 def read_rows(engine: Engine, table: Table = image_actions) -> list[dict[str, Any]]:

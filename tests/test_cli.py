@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from etl.cli import build_parser
-from etl.database import open_engine
 from etl.fake import FakeApi, Fault
-from etl.migrate import current_revision, head_revision
+from etl.ops.cli import build_parser
+from etl.store.database import open_engine
+from etl.store.migrate import current_revision, head_revision
 from tests.conftest import TOKEN
 from tests.rows import read_rows, without_bookkeeping
 from tests.test_pipeline import expected_table

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from etl.client import ApiClient
 from etl.errors import ApiError, AuthError, NotFoundError, RetryableApiError
 from etl.fake import FakeApi, Fault
+from etl.source.client import ApiClient
 from tests.conftest import TOKEN, RecordingSleep
 
 

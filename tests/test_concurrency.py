@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import Engine
 
 from etl.fake import FakeApi, World
-from etl.pipeline import run_sync
-from etl.ratelimit import RateLimiter
+from etl.sync.ratelimit import RateLimiter
+from etl.sync.run import run_sync
 from tests.conftest import TOKEN
 from tests.rows import read_rows, without_bookkeeping
 from tests.test_pipeline import expected_table, settings_for
@@ -100,7 +100,7 @@ def test_many_workers_give_the_same_table_as_one(
 
     assert run.outcome == "succeeded"
     assert [image.image_id for image in run.images] == list(api.world.actions)  # in order
-    from etl.database import open_engine
+    from etl.store.database import open_engine
 
     assert without_bookkeeping(read_rows(engine)) == without_bookkeeping(
         read_rows(open_engine(one))

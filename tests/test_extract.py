@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from etl.client import ApiClient
 from etl.errors import NotFoundError, PaginationError
-from etl.extract import iter_image_action_pages, next_link
 from etl.fake import FakeApi
 from etl.fake.server import LAST_PAGE_SHAPES
+from etl.source.client import ApiClient
+from etl.source.extract import iter_image_action_pages, next_link
 
 
 def first_image(api: FakeApi) -> int:

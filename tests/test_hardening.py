@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from etl.cli import main
 from etl.fake import FakeApi, Fault
-from etl.pipeline import RunResult, run_sync
-from etl.schema import image_actions, image_sync_state, sync_runs
+from etl.ops.cli import main
+from etl.store.schema import image_actions, image_sync_state, sync_runs
+from etl.sync.run import RunResult, run_sync
 from tests.conftest import TOKEN, RecordingSleep
 from tests.rows import read_rows, without_bookkeeping
 from tests.test_pipeline import expected_table, settings_for

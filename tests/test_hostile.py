@@ -12,13 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete
 
-from etl.client import ApiClient
 from etl.errors import ApiError
-from etl.extract import iter_image_action_pages, next_link, parse_total
 from etl.fake import FakeApi
-from etl.image_sync import split_page
-from etl.load import upsert_actions
-from etl.schema import image_actions
+from etl.source.client import ApiClient
+from etl.source.extract import iter_image_action_pages, next_link, parse_total
+from etl.store.load import upsert_actions
+from etl.store.schema import image_actions
+from etl.sync.image_scan import split_page
 from tests.conftest import TOKEN
 from tests.rows import read_rows
 

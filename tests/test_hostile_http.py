@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from etl.client import ApiClient
 from etl.errors import (
     ApiError,
     ApiUnreachableError,
@@ -17,8 +16,9 @@ from etl.errors import (
     ResponseTooLargeError,
     RunInterrupted,
 )
-from etl.extract import iter_image_action_pages
 from etl.fake import FakeApi, Fault
+from etl.source.client import ApiClient
+from etl.source.extract import iter_image_action_pages
 from tests.conftest import TOKEN, RecordingSleep
 
 

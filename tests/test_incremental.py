@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, delete
 
 from etl.fake import FakeApi, World
-from etl.pipeline import run_sync
-from etl.schema import image_actions, image_sync_state, rejected_actions, sync_lock, sync_runs
+from etl.store.schema import image_actions, image_sync_state, rejected_actions, sync_lock, sync_runs
+from etl.sync.run import run_sync
 from tests.conftest import TOKEN
 from tests.rows import read_rows, without_bookkeeping
 from tests.test_pipeline import expected_table, settings_for, sync

@@ -15,10 +15,10 @@ from sqlalchemy import Engine
 
 from etl import __version__
 from etl.fake import FakeApi, World
-from etl.lock import SyncLock
-from etl.migrate import head_revision
-from etl.pipeline import run_sync
-from etl.schema import image_sync_state, sync_runs
+from etl.store.lock import SyncLock
+from etl.store.migrate import head_revision
+from etl.store.schema import image_sync_state, sync_runs
+from etl.sync.run import run_sync
 from tests.conftest import TOKEN
 from tests.rows import read_rows, without_bookkeeping
 from tests.test_cli import run_cli, sync_args
@@ -177,8 +177,8 @@ def test_ledger_records_a_locked_out_run(api: FakeApi, engine: Engine, database_
 
 HOLD_LOCK = """
 import sys, time
-from etl.database import open_engine
-from etl.lock import SyncLock
+from etl.store.database import open_engine
+from etl.store.lock import SyncLock
 lock = SyncLock(open_engine(sys.argv[1]))
 lock.acquire_server_lock()
 lock.claim()
@@ -208,9 +208,9 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(
 def test_sqlite_lease_expired_or_dead_holder_is_taken_over(tmp_path: Any) -> None:
     from datetime import timedelta
 
-    from etl.database import open_engine
     from etl.errors import LockedOutError
-    from etl.migrate import upgrade
+    from etl.store.database import open_engine
+    from etl.store.migrate import upgrade
     from etl.timeutil import utc_now
 
     engine = open_engine(f"sqlite:///{tmp_path / 'lease.db'}")

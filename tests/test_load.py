@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, text
 
-from etl.load import UpsertCounts, upsert_actions
-from etl.transform import flatten_action
+from etl.source.transform import flatten_action
+from etl.store.load import UpsertCounts, upsert_actions
 from tests.rows import read_rows
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

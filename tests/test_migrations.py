@@ -7,9 +7,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
-from etl import schema
-from etl.database import open_engine
-from etl.migrate import alembic_config, current_revision, head_revision, upgrade
+from etl.store import schema
+from etl.store.database import open_engine
+from etl.store.migrate import alembic_config, current_revision, head_revision, upgrade
 
 
 def schema_diff(engine: Engine) -> list:

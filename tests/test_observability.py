@@ -11,13 +11,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from etl.fake import FakeApi
-from etl.load import upsert_actions
-from etl.pipeline import run_sync
-from etl.progress import Progress
-from etl.report import Section, build_report, render_csv
-from etl.schema import sync_runs
+from etl.ops.progress import Progress
+from etl.ops.report import Section, build_report, render_csv
+from etl.source.transform import flatten_action
+from etl.store.load import upsert_actions
+from etl.store.schema import sync_runs
+from etl.sync.run import run_sync
 from etl.timeutil import utc_now
-from etl.transform import flatten_action
 from tests.conftest import TOKEN
 from tests.rows import read_rows
 from tests.test_cli import run_cli, sync_args

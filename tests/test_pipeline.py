@@ -8,10 +8,10 @@ from sqlalchemy import Engine
 
 from etl.config import Settings
 from etl.fake import FakeApi, Fault, World
-from etl.load import UpsertCounts
-from etl.pipeline import RunResult, run_sync
-from etl.schema import rejected_actions
-from etl.transform import flatten_action
+from etl.source.transform import flatten_action
+from etl.store.load import UpsertCounts
+from etl.store.schema import rejected_actions
+from etl.sync.run import RunResult, run_sync
 from tests.conftest import TOKEN, RecordingSleep
 from tests.rows import read_rows, without_bookkeeping
 

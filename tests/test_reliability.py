@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from etl.database import open_engine
 from etl.fake import FakeApi, FaultPlan, World
-from etl.migrate import upgrade
-from etl.pipeline import run_sync
-from etl.schema import image_actions, sync_runs
+from etl.store.database import open_engine
+from etl.store.migrate import upgrade
+from etl.store.schema import image_actions, sync_runs
+from etl.sync.run import run_sync
 from tests.conftest import TOKEN
 from tests.rows import read_rows, without_bookkeeping
 from tests.servers import private_server, remount, tmpfs

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from etl.database import open_engine
 from etl.fake import FakeApi, Fault
-from etl.migrate import upgrade
-from etl.schema import sync_lock, sync_runs
+from etl.store.database import open_engine
+from etl.store.migrate import upgrade
+from etl.store.schema import sync_lock, sync_runs
 from tests.conftest import TOKEN
 from tests.databases import fresh_database
 from tests.rows import read_rows, without_bookkeeping

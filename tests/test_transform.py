@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from etl.errors import TransformError
-from etl.transform import content_hash, flatten_action, parse_timestamp
+from etl.source.transform import content_hash, flatten_action, parse_timestamp
 from tests import spec
 
 REGION = {

@@ -16,7 +16,7 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-# Frozen copy of the type etl.schema.UtcDateTime maps to: revisions import nothing from etl.
+# Frozen copy of the type etl.store.schema.UtcDateTime maps to: revisions import nothing from etl.
 TIMESTAMP = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 RUN_COUNTERS = ("unknown_statuses", "rows_missing", "rows_listed_elsewhere")
 

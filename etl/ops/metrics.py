@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from etl.errors import EtlError
-from etl.pipeline import RunResult
+from etl.sync.run import RunResult
 
 PREFIX = "do_image_actions"
 OUTCOMES = ("succeeded", "partial", "failed", "deferred", "locked_out", "interrupted")

@@ -13,8 +13,8 @@ from sqlalchemy import Connection, Engine, func, insert, or_, select, update
 
 from etl import __version__
 from etl.errors import DatabaseError
-from etl.load import upsert_statement
-from etl.schema import image_actions, image_sync_state, rejected_actions, sync_runs
+from etl.store.load import upsert_statement
+from etl.store.schema import image_actions, image_sync_state, rejected_actions, sync_runs
 
 MAX_ERROR_TEXT = 2000
 # The statuses the API documents; only the last two are final.

@@ -14,9 +14,9 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
-from etl.database import describe_failure
 from etl.errors import LockedOutError
-from etl.schema import sync_lock
+from etl.store.database import describe_failure
+from etl.store.schema import sync_lock
 from etl.timeutil import utc_now
 
 logger = logging.getLogger(__name__)

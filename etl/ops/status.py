@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from etl.errors import ConfigError
-from etl.ledger import last_success_at
-from etl.schema import image_sync_state, sync_runs
+from etl.store.ledger import last_success_at
+from etl.store.schema import image_sync_state, sync_runs
 
 RUN_COLUMNS = (
     "id",

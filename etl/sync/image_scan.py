@@ -12,10 +12,11 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from etl.client import ApiClient
 from etl.errors import ApiError, ApiUnreachableError, AuthError, NotFoundError, TransformError
-from etl.extract import Page, get_image_action, iter_image_action_pages
-from etl.ledger import (
+from etl.source.client import ApiClient
+from etl.source.extract import Page, get_image_action, iter_image_action_pages
+from etl.source.transform import ActionRow, flatten_action
+from etl.store.ledger import (
     KNOWN_STATUSES,
     Rejected,
     known_state,
@@ -25,9 +26,8 @@ from etl.ledger import (
     stored_count,
     unfinished_ids,
 )
-from etl.load import UpsertCounts, upsert_actions
+from etl.store.load import UpsertCounts, upsert_actions
 from etl.timeutil import utc_now
-from etl.transform import ActionRow, flatten_action
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Engine, inspect
 
 from etl.database_url import mask_database_url
 from etl.errors import DatabaseError
-from etl.schema import metadata
+from etl.store.schema import metadata
 
 
 def migrations_dir() -> Path:
@@ -22,8 +22,8 @@ def migrations_dir() -> Path:
     Raises:
         DatabaseError: neither place holds the migrations.
     """
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "migrations", here.parent / "migrations"):
+    package = Path(__file__).resolve().parents[1]  # etl/
+    for candidate in (package / "migrations", package.parent / "migrations"):
         if (candidate / "env.py").is_file():
             return candidate
     raise DatabaseError("the migrations folder is missing; reinstall do-image-actions")

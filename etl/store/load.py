@@ -12,8 +12,8 @@ from sqlalchemy import Connection, Insert, Table, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from etl.errors import DatabaseError
-from etl.schema import image_actions
-from etl.transform import ActionRow, content_hash
+from etl.source.transform import ActionRow, content_hash
+from etl.store.schema import image_actions
 
 
 @dataclass

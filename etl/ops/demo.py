@@ -7,11 +7,11 @@ import secrets
 from sqlalchemy import select
 
 from etl.config import Settings
-from etl.database import open_engine
 from etl.fake import FakeApi, World
-from etl.pipeline import RunResult, run_sync
-from etl.schema import image_actions
-from etl.summary import format_image, format_run, format_table
+from etl.ops.summary import format_image, format_run, format_table
+from etl.store.database import open_engine
+from etl.store.schema import image_actions
+from etl.sync.run import RunResult, run_sync
 
 EXAMPLE_COLUMNS = ("id", "image_id", "type", "status", "region_slug", "started_at")
 EXAMPLE_ROWS = 5

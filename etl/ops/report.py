@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import Connection, Date, cast, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from etl.schema import image_actions
-from etl.summary import format_table
+from etl.ops.summary import format_table
+from etl.store.schema import image_actions
 
 ACTION_COLUMNS = ("id", "image_id", "type", "status", "region_slug", "started_at")
 NO_REGION = "(none)"

@@ -35,8 +35,7 @@ from etl.errors import (
     RetryableApiError,
     RunInterrupted,
 )
-from etl.ratelimit import RateLimiter
-from etl.transport import (
+from etl.source.transport import (
     BodyTooLarge,
     BodyUnreadable,
     Slot,
@@ -45,6 +44,7 @@ from etl.transport import (
     new_session,
     read_body,
 )
+from etl.sync.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from etl import __version__
 from etl.config import LOG_FORMATS, env_name
 from etl.database_url import DEFAULT_DATABASE_URL
 from etl.errors import ConfigError
-from etl.status import parse_age
+from etl.ops.status import parse_age
 
 EPILOG = (
     "Exit codes: 0 success, 1 failure (status: unhealthy), 2 bad usage or configuration, "

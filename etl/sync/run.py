@@ -14,9 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from etl.client import ApiClient
 from etl.config import Settings
-from etl.database import open_engine, translate_errors
 from etl.errors import (
     ConfigError,
     DeferredError,
@@ -25,13 +23,15 @@ from etl.errors import (
     RunInterrupted,
     TooManyRejectedError,
 )
-from etl.extract import iter_image_ids
-from etl.image_sync import ImageResult, ImageSync
-from etl.ledger import ImageState, finish_run, last_success_at, save_image_states, start_run
-from etl.load import UpsertCounts
-from etl.lock import SyncLock
-from etl.migrate import current_revision, ensure_schema, head_revision
-from etl.ratelimit import RateLimiter
+from etl.source.client import ApiClient
+from etl.source.extract import iter_image_ids
+from etl.store.database import open_engine, translate_errors
+from etl.store.ledger import ImageState, finish_run, last_success_at, save_image_states, start_run
+from etl.store.load import UpsertCounts
+from etl.store.lock import SyncLock
+from etl.store.migrate import current_revision, ensure_schema, head_revision
+from etl.sync.image_scan import ImageResult, ImageSync
+from etl.sync.ratelimit import RateLimiter
 from etl.timeutil import utc_now
 
 logger = logging.getLogger(__name__)

@@ -12,18 +12,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from etl.config import TOKEN_ENV, Settings, load_settings
-from etl.database import connect_synced, open_engine, translate_errors
 from etl.database_url import mask_database_url
 from etl.errors import ConfigError, EtlError
-from etl.logs import setup_logging
-from etl.metrics import render_metrics, write_metrics
-from etl.migrate import current_revision, upgrade
-from etl.options import DEMO_DATABASE_URL, build_parser
-from etl.pipeline import RunResult, run_sync
-from etl.progress import Progress
-from etl.report import build_report, render_csv, render_json, render_table
-from etl.status import IMAGE_COLUMNS, RUN_COLUMNS, read_status
-from etl.summary import format_image, format_json, format_run, format_table
+from etl.ops.logs import setup_logging
+from etl.ops.metrics import render_metrics, write_metrics
+from etl.ops.options import DEMO_DATABASE_URL, build_parser
+from etl.ops.progress import Progress
+from etl.ops.report import build_report, render_csv, render_json, render_table
+from etl.ops.status import IMAGE_COLUMNS, RUN_COLUMNS, read_status
+from etl.ops.summary import format_image, format_json, format_run, format_table
+from etl.store.database import connect_synced, open_engine, translate_errors
+from etl.store.migrate import current_revision, upgrade
+from etl.sync.run import RunResult, run_sync
 from etl.timeutil import utc_now
 
 EXIT_OK = 0
@@ -191,7 +191,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the fake API, sync it into SQLite, print the summary and a few rows."""
-    from etl.demo import run_demo
+    from etl.ops.demo import run_demo
 
     setup_logging(args.verbosity or 0, log_format=args.log_format or "text")
     if args.config:

@@ -6,8 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from etl.image_sync import ImageResult
-from etl.pipeline import RunResult
+from etl.sync.image_scan import ImageResult
+from etl.sync.run import RunResult
 
 
 def format_table(rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> str:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from etl.client import ApiClient
 from etl.errors import ApiError, NotFoundError, PaginationError
+from etl.source.client import ApiClient
 
 # Pages past what meta.total allows that we tolerate: live data can grow while we page.
 RUNAWAY_SLACK_PAGES = 1

@@ -1,0 +1,1 @@
+"""What operators touch: the command line, summaries, status, report, metrics, logs, the demo."""

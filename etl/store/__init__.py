@@ -1,0 +1,1 @@
+"""The database side: tables, upserts, ledger, lock, migrations; never imports the API side."""
