@@ -25,7 +25,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench.serve import TOKEN
-from etl.ops.summary import format_table
+from etl.ops.tables import format_table
 from etl.store.database import open_engine
 from etl.store.migrate import upgrade
 

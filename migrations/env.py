@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from alembic import context
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine
 
 from etl.config import load_settings
@@ -14,8 +16,20 @@ config = context.config
 target_metadata = metadata
 
 
+def _numbered(_context: object, _revision: object, directives: list[Any]) -> None:
+    # `alembic revision` names a new revision after the last one: 0004 -> 0005.
+    head = ScriptDirectory.from_config(config).get_current_head()
+    if directives and head is not None and head.isdigit():
+        directives[0].rev_id = f"{int(head) + 1:04d}"
+
+
 def _configure(**kwargs: object) -> None:
-    context.configure(target_metadata=target_metadata, compare_type=True, **kwargs)
+    context.configure(
+        target_metadata=target_metadata,
+        compare_type=True,
+        process_revision_directives=_numbered,
+        **kwargs,
+    )
 
 
 def _database_url() -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -17,46 +16,40 @@ from tests.test_pipeline import expected_table, settings_for
 
 
 def test_rate_limiter_bursts_to_the_limit_then_keeps_its_pace() -> None:
-    limiter = RateLimiter(per_minute=5, per_hour=1000, minute=0.5)
-    starts: list[float] = []
-    lock = threading.Lock()
+    limiter = RateLimiter(per_minute=5, per_hour=1000, minute=60)
+    starts = []
+    now = 0.0
+    for _ in range(12):  # one request at a time, each taking a second
+        now = max(now, limiter.free_at(now))
+        starts.append(now)
+        limiter.start()
+        now += 1.0
+        limiter.finish(now)
 
-    def worker() -> None:
-        for _ in range(5):
-            limiter.acquire()
-            with lock:
-                starts.append(time.monotonic())
-            time.sleep(0.01)
-            limiter.release()
+    # Five at once, then each waits for the request a minute before it to age out.
+    assert starts == [0, 1, 2, 3, 4, 61, 62, 63, 64, 65, 122, 123]
 
-    threads = [threading.Thread(target=worker) for _ in range(3)]
-    begun = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
 
-    starts.sort()
-    assert len(starts) == 15
-    # Never more than 5 starts in any half second...
-    assert all(b - a >= 0.5 for a, b in zip(starts, starts[5:], strict=False))
-    # ...and no slower than that: 15 requests take two windows, not more.
-    assert 1.0 <= time.monotonic() - begun < 1.5
-    assert limiter.waited > 0
+def test_rate_limiter_counts_requests_in_flight() -> None:
+    limiter = RateLimiter(per_minute=2, per_hour=1000, minute=60)
+    limiter.start()
+    limiter.start()
+
+    assert limiter.free_at(10.0) == 70.0  # every slot is in flight: look again a window on
+    limiter.finish(15.0)
+    assert limiter.free_at(16.0) == 75.0  # stamped at its end, never before the server's count
+    assert limiter.in_flight == 1
 
 
 def test_rate_limiter_adopts_a_lower_hourly_limit_from_the_api() -> None:
-    limiter = RateLimiter(per_minute=100, per_hour=1000, minute=0.2)
+    limiter = RateLimiter(per_minute=100, per_hour=1000, minute=60)
     limiter.lower_hourly_limit(2)
-    for _ in range(2):
-        limiter.acquire()
-        limiter.release()
+    limiter.lower_hourly_limit(50)  # a higher one later does not raise it again
+    for moment in (0.0, 1.0):
+        limiter.start()
+        limiter.finish(moment)
 
-    done = threading.Event()
-    blocked = threading.Thread(target=lambda: (limiter.acquire(), done.set()), daemon=True)
-    blocked.start()
-
-    assert not done.wait(0.5)  # the hour is full: it waits (an hour), it does not go
+    assert limiter.free_at(2.0) == 3600.0  # the hour is full until the first ages out
 
 
 @pytest.mark.slow

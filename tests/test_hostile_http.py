@@ -19,6 +19,9 @@ from etl.errors import (
 from etl.fake import FakeApi, Fault
 from etl.source.client import ApiClient
 from etl.source.extract import iter_image_action_pages
+from etl.source.gate import OpenGate
+from etl.sync.coordinator import Coordinator
+from etl.sync.ratelimit import RateLimiter
 from tests.conftest import TOKEN, RecordingSleep
 
 
@@ -152,7 +155,10 @@ def test_a_page_that_echoes_the_token_never_carries_it(api: FakeApi, client: Api
 def test_a_429_with_retry_after_waits_and_carries_on_whatever_remaining_says(
     api: FakeApi, sleep: RecordingSleep
 ) -> None:
-    client = ApiClient(base_url=api.url, token=TOKEN, min_ratelimit_remaining=100, sleep=sleep)
+    gate = Coordinator(
+        limiter=RateLimiter(per_minute=250, per_hour=5000), min_ratelimit_remaining=100
+    )
+    client = ApiClient(base_url=api.url, token=TOKEN, gate=gate, sleep=sleep)
     minute = {"retry-after": "1", "ratelimit-remaining": "0"}
     api.faults.append(Fault("status", 429, headers=minute))
 
@@ -187,7 +193,7 @@ def test_a_404_that_is_not_the_apis_own_does_not_mark_the_image_gone(
 
 def test_a_stop_ends_a_request_in_flight_and_a_retry_wait(api: FakeApi) -> None:
     stop = threading.Event()
-    client = ApiClient(base_url=api.url, token=TOKEN, timeout=30, stop=stop)
+    client = ApiClient(base_url=api.url, token=TOKEN, timeout=30, gate=OpenGate(stop))
     api.faults.append(Fault("stall", seconds=20))
     threading.Timer(0.3, stop.set).start()
     started = time.monotonic()

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -9,7 +15,13 @@ from sqlalchemy import Engine, inspect
 
 from etl.store import schema
 from etl.store.database import open_engine
-from etl.store.migrate import alembic_config, current_revision, head_revision, upgrade
+from etl.store.migrate import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    migrations_dir,
+    upgrade,
+)
 
 
 def schema_diff(engine: Engine) -> list:
@@ -54,3 +66,23 @@ def test_downgrade_to_base_and_back_up(engine: Engine) -> None:
 
     assert current_revision(engine) == head_revision()
     assert schema_diff(engine) == []
+
+
+def test_alembic_revision_writes_a_numbered_typed_file(tmp_path: Path) -> None:
+    shutil.copytree(migrations_dir(), tmp_path / "migrations")
+    shutil.copy(Path(__file__).parents[1] / "pyproject.toml", tmp_path)
+    env = {**os.environ, "DO_IMAGE_ACTIONS_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    following = f"{int(head_revision()) + 1:04d}"
+
+    subprocess.run(
+        [str(Path(sys.executable).parent / "alembic"), "revision", "-m", "add a thing"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+    text = (tmp_path / "migrations" / "versions" / f"{following}_add_a_thing.py").read_text()
+    assert f"revision: str = '{following}'" in text
+    assert f"down_revision: str | None = '{head_revision()}'" in text
+    assert text.startswith('"""add a thing\n')

@@ -15,9 +15,9 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import Engine, insert, inspect, select, text
 
-from etl.ops import cli
 from etl.database_url import mask_database_url
 from etl.fake import FakeApi
+from etl.ops import cli
 from etl.store.database import open_engine
 from etl.store.schema import sync_runs
 from tests.conftest import TOKEN

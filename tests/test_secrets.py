@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
-from etl.ops import cli
 from etl.fake import FakeApi, Fault, World
+from etl.ops import cli
 from tests.databases import fresh_database
 from tests.test_cli import run_cli, sync_args
 

@@ -20,10 +20,12 @@ from etl.ops.options import DEMO_DATABASE_URL, build_parser
 from etl.ops.progress import Progress
 from etl.ops.report import build_report, render_csv, render_json, render_table
 from etl.ops.status import IMAGE_COLUMNS, RUN_COLUMNS, read_status
-from etl.ops.summary import format_image, format_json, format_run, format_table
+from etl.ops.summary import format_image, format_json, format_run
+from etl.ops.tables import format_table
 from etl.store.database import connect_synced, open_engine, translate_errors
 from etl.store.migrate import current_revision, upgrade
-from etl.sync.run import RunResult, run_sync
+from etl.sync.results import RunResult
+from etl.sync.run import run_sync
 from etl.timeutil import utc_now
 
 EXIT_OK = 0

@@ -8,10 +8,12 @@ from sqlalchemy import select
 
 from etl.config import Settings
 from etl.fake import FakeApi, World
-from etl.ops.summary import format_image, format_run, format_table
+from etl.ops.summary import format_image, format_run
+from etl.ops.tables import format_table
 from etl.store.database import open_engine
 from etl.store.schema import image_actions
-from etl.sync.run import RunResult, run_sync
+from etl.sync.results import RunResult
+from etl.sync.run import run_sync
 
 EXAMPLE_COLUMNS = ("id", "image_id", "type", "status", "region_slug", "started_at")
 EXAMPLE_ROWS = 5

@@ -8,10 +8,9 @@ from datetime import datetime
 from pathlib import Path
 
 from etl.errors import EtlError
-from etl.sync.run import RunResult
+from etl.sync.results import OUTCOMES, RunResult
 
 PREFIX = "do_image_actions"
-OUTCOMES = ("succeeded", "partial", "failed", "deferred", "locked_out", "interrupted")
 
 
 def render_metrics(run: RunResult, *, finished_at: datetime, last_success: datetime | None) -> str:

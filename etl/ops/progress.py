@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from etl.sync.image_scan import ImageResult
+from etl.sync.results import ImageResult
 
 
 class Progress:

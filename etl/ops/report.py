@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Date, cast, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from etl.ops.summary import format_table
+from etl.ops.tables import format_table
 from etl.store.schema import image_actions
 
 ACTION_COLUMNS = ("id", "image_id", "type", "status", "region_slug", "started_at")

@@ -2,39 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Any
 
 from etl.errors import TransformError
+from etl.model import ActionRow, content_hash
 
 MAX_BIGINT = 2**63 - 1
 MAX_TEXT = 255  # width of the text columns; longer values are rejected, never cut
-# json.dumps writes NUL as \u0000; an escaped backslash before it would make it plain text.
-NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
-
-
-class ActionRow(TypedDict):
-    """One row of the image_actions table, as transform produces it."""
-
-    id: int
-    image_id: int
-    status: str | None
-    type: str | None
-    started_at: datetime | None
-    completed_at: datetime | None
-    resource_id: int | None
-    resource_type: str | None
-    region_slug: str | None
-    region_name: str | None
-    region_available: bool | None
-    region_features: list[str] | None
-    region_sizes: list[str] | None
-    payload: dict[str, Any]
-    content_hash: str
 
 
 def parse_timestamp(value: Any, field: str) -> datetime | None:
@@ -83,37 +58,6 @@ def _strings(value: Any, field: str) -> list[str] | None:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise TransformError(f"{field} must be a list of strings")
     return value
-
-
-def content_hash(raw: Mapping[str, Any], image_id: int) -> str:
-    """Return a fingerprint of what the API said about an action under an image.
-
-    The same encoding proves the payload can be stored as JSON on every database.
-
-    Raises:
-        TransformError: the payload holds what no database here can store exactly: a NUL
-            character, a lone surrogate, a non-finite number, or absurd nesting.
-    """
-    try:
-        canonical = json.dumps(
-            [image_id, raw],
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=False,
-        ).encode()
-    except ValueError as exc:  # NaN or Infinity (UnicodeEncodeError is a ValueError too)
-        reason = "a lone surrogate" if isinstance(exc, UnicodeEncodeError) else "NaN or Infinity"
-        raise TransformError(
-            f"the action holds {reason}, which JSON columns cannot store"
-        ) from None
-    except TypeError:  # keys of mixed types cannot be sorted
-        raise TransformError("the action's keys cannot be ordered; it is not plain JSON") from None
-    except RecursionError:
-        raise TransformError("the action is nested too deeply to store") from None
-    if b"\\u0000" in canonical and NUL_ESCAPE.search(canonical):
-        raise TransformError("the action holds a NUL character, which PostgreSQL cannot store")
-    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
 def flatten_action(raw: Any, *, image_id: int) -> ActionRow:

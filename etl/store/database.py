@@ -85,10 +85,15 @@ def translate_errors(url: str) -> Iterator[None]:
     try:
         yield
     except SQLAlchemyError as exc:
-        raise DatabaseError(
-            f"database {mask_database_url(url)} failed ({describe_failure(exc)}); check that it "
-            "is reachable and writable, then run again: rows already committed are kept"
-        ) from exc
+        raise database_error(url, exc) from exc
+
+
+def database_error(url: str, exc: SQLAlchemyError) -> DatabaseError:
+    """Return the one-sentence DatabaseError for a driver failure on the database at ``url``."""
+    return DatabaseError(
+        f"database {mask_database_url(url)} failed ({describe_failure(exc)}); check that it "
+        "is reachable and writable, then run again: rows already committed are kept"
+    )
 
 
 def sqlite_file(url: str) -> Path | None:

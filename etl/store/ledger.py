@@ -13,13 +13,11 @@ from sqlalchemy import Connection, Engine, func, insert, or_, select, update
 
 from etl import __version__
 from etl.errors import DatabaseError
+from etl.model import FINAL_STATUSES
 from etl.store.load import upsert_statement
 from etl.store.schema import image_actions, image_sync_state, rejected_actions, sync_runs
 
 MAX_ERROR_TEXT = 2000
-# The statuses the API documents; only the last two are final.
-KNOWN_STATUSES = frozenset({"in-progress", "completed", "errored"})
-FINAL_STATUSES = ("completed", "errored")
 
 COUNTERS = (
     "images_synced",

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Insert, Table, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from etl.errors import DatabaseError
-from etl.source.transform import ActionRow, content_hash
+from etl.model import ActionRow, content_hash
 from etl.store.schema import image_actions
 
 

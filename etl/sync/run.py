@@ -1,4 +1,4 @@
-"""Compose a run: lock, schema, ledger, then every image through ImageSync."""
+"""A run as a recipe: lock, schema, ledger, plan, workers, finish."""
 
 from __future__ import annotations
 
@@ -9,210 +9,210 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from etl.config import Settings
-from etl.errors import (
-    ConfigError,
-    DeferredError,
-    EtlError,
-    LockedOutError,
-    RunInterrupted,
-    TooManyRejectedError,
-)
+from etl.errors import ConfigError, EtlError, LockedOutError, TooManyRejectedError
 from etl.source.client import ApiClient
 from etl.source.extract import iter_image_ids
-from etl.store.database import open_engine, translate_errors
+from etl.store.database import database_error, open_engine, translate_errors
 from etl.store.ledger import ImageState, finish_run, last_success_at, save_image_states, start_run
-from etl.store.load import UpsertCounts
 from etl.store.lock import SyncLock
 from etl.store.migrate import current_revision, ensure_schema, head_revision
-from etl.sync.image_scan import ImageResult, ImageSync
+from etl.sync.context import RunContext
+from etl.sync.coordinator import Coordinator, describe, outcome_of
+from etl.sync.image_scan import scan_image
 from etl.sync.ratelimit import RateLimiter
+from etl.sync.results import ImageResult, RunResult
 from etl.timeutil import utc_now
 
 logger = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # what systemd, Kubernetes, Docker and Ctrl-C send
 
-
 __all__ = ["ImageResult", "RunResult", "run_sync"]
 
 
-@dataclass
-class RunResult:
-    """What a whole sync run did, image by image."""
-
-    mode: str = "incremental"
-    dry_run: bool = False
-    images: list[ImageResult] = field(default_factory=list)
-    run_id: int | None = None
-    # "deferred", "locked_out", "failed" or "interrupted": the run ended early
-    stopped: str | None = None
-    signal: int | None = None  # the signal that interrupted the run
-    error: str | None = None
-    seconds: float = 0.0
-    requests: int = 0
-    retries: int = 0
-    rate_limit_wait: float = 0.0
-    last_success: datetime | None = None
-
-    @property
-    def outcome(self) -> str:
-        """Return succeeded, partial, failed, deferred, locked_out or interrupted.
-
-        Partial: some images failed or stayed incomplete, or some actions were rejected.
-        """
-        if self.stopped is not None:
-            return self.stopped
-        if all(image.ok for image in self.images) and not self.rejected:
-            return "succeeded"
-        if any(image.ok for image in self.images):
-            return "partial"
-        return "failed"
-
-    @property
-    def counts(self) -> UpsertCounts:
-        """Return the inserted/updated/unchanged tally over all images."""
-        total = UpsertCounts()
-        for image in self.images:
-            total += image.counts
-        return total
-
-    @property
-    def rejected(self) -> int:
-        """Return how many actions were rejected over all images."""
-        return sum(image.rejected for image in self.images)
-
-    def counters(self) -> dict[str, float]:
-        """Return the ledger's tallies for this run."""
-        counts = self.counts
-        return {
-            "images_synced": sum(1 for image in self.images if image.ok),
-            "images_failed": sum(1 for image in self.images if not image.ok),
-            "pages": sum(image.pages for image in self.images),
-            "requests": self.requests,
-            "retries": self.retries,
-            "rate_limit_wait_seconds": round(self.rate_limit_wait, 3),
-            "rows_inserted": counts.inserted,
-            "rows_updated": counts.updated,
-            "rows_unchanged": counts.unchanged,
-            "rows_rejected": self.rejected,
-            "meta_total_sum": sum(image.total or 0 for image in self.images),
-            "unknown_statuses": sum(image.unknown_statuses for image in self.images),
-            "rows_missing": sum(image.missing for image in self.images),
-            "rows_listed_elsewhere": counts.elsewhere,
-        }
-
-
-@dataclass
 class _Run:
-    """One run's collaborators."""
+    """One run: its settings, collaborators and result."""
 
-    settings: Settings
-    engine: Engine
-    client: ApiClient
-    result: RunResult
-    now: Callable[[], datetime]
-    on_image: Callable[[ImageResult], None] | None
-    on_page: Callable[[ImageResult], None] | None
-    interrupt: threading.Event  # set by a signal: waits end and requests in flight are cut
-    stop: threading.Event = field(default_factory=threading.Event)  # no new image or page
-    lock: SyncLock | None = None
-    signal: int | None = None  # set by the signal handler
-    tally: threading.Lock = field(default_factory=threading.Lock)
-    rejected_by_image: dict[int, int] = field(default_factory=dict)
-    states: list[ImageState] = field(default_factory=list)
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine,
+        client: ApiClient,
+        coordinator: Coordinator,
+        result: RunResult,
+        now: Callable[[], datetime],
+        on_image: Callable[[ImageResult], None] | None,
+        on_page: Callable[[ImageResult], None] | None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.client = client
+        self.coordinator = coordinator
+        self.result = result
+        self.now = now
+        self.on_image = on_image
+        self.on_page = on_page
+        self.lock: SyncLock | None = None
+        self._tally = threading.Lock()  # rejections across workers, and on_page's output
+        self._rejected: dict[int, int] = {}
+        self._states: list[ImageState] = []
 
-    def images(self) -> list[int]:
+    def locked(self) -> None:
+        """Run under the sync lock, keeping the ledger."""
+        lock = SyncLock(self.engine, now=self.now)
+        try:
+            lock.acquire_server_lock()
+            revision = ensure_schema(self.engine, auto_migrate=self.settings.auto_migrate)
+            lock.claim()
+        except LockedOutError as exc:
+            self.locked_out(exc)
+            lock.release()
+            return
+        self.lock = lock
+        try:
+            self.result.run_id = self.start(revision)
+            try:
+                bug = self.sync_all()
+            except BaseException as exc:  # whatever escapes, the ledger row is finished
+                failure = (
+                    database_error(self.settings.database_url, exc)
+                    if isinstance(exc, SQLAlchemyError)
+                    else exc
+                )
+                self.result.end("failed", describe(failure))
+                self.finish()
+                raise
+            self.finish()
+            if bug is not None:
+                raise bug
+        finally:
+            lock.release()
+
+    def dry(self) -> None:
+        """Run without the lock and without writing anything, the ledger included."""
+        ensure_schema(self.engine, auto_migrate=False)
+        bug = self.sync_all()
+        if bug is not None:
+            raise bug
+
+    def start(self, revision: str, outcome: str = "running") -> int:
+        requested = "all" if self.settings.all_images else list(self.settings.images)
+        return start_run(
+            self.engine,
+            mode=self.result.mode,
+            images_requested=requested,
+            schema_revision=revision,
+            now=self.now(),
+            outcome=outcome,
+        )
+
+    def locked_out(self, exc: LockedOutError) -> None:
+        self.result.end("locked_out", str(exc))
+        head = head_revision()
+        if current_revision(self.engine) == head:  # else there is no ledger to write to
+            self.result.run_id = self.start(head, outcome="locked_out")
+            self.finish()
+
+    def sync_all(self) -> BaseException | None:
+        """Plan, run every image on the workers, save their states, and settle the outcome.
+
+        Returns the error to raise once the ledger is written: one that is no EtlError.
+        """
+        context = RunContext(
+            client=self.client,
+            engine=self.engine,
+            coordinator=self.coordinator,
+            per_page=self.settings.per_page,
+            full=self.result.mode == "full",
+            write=not self.result.dry_run,
+            run_id=self.result.run_id,
+            now=self.now,
+            page_done=self.page_done,
+        )
+        try:
+            planned = self.plan()
+        except BaseException as exc:  # settled below, like a worker's
+            self.coordinator.end_run(exc)
+            planned = []
+
+        def work(image_id: int) -> ImageResult | None:
+            return None if self.coordinator.halt.is_set() else scan_image(context, image_id)
+
+        with ThreadPoolExecutor(self.settings.workers, thread_name_prefix="sync") as workers:
+            for image in workers.map(work, planned):
+                if image is not None:
+                    self.result.images.append(image)  # one cut short still counts its pages
+                    self.record(image)
+        self.result.requests = self.client.stats.requests
+        self.result.retries = self.client.stats.retries
+        self.result.rate_limit_wait = self.client.stats.rate_limit_wait + self.coordinator.waited
+        self.save_states()  # also when the run ends early: what finished, finished
+        return self.settle()
+
+    def plan(self) -> list[int]:
         if self.settings.all_images:
             ids = list(iter_image_ids(self.client, per_page=self.settings.per_page))
             logger.info("the account has %d private images", len(ids))
             return ids
         return list(self.settings.images)
 
+    def settle(self) -> BaseException | None:
+        """Turn a signal or the error that ended the run into its outcome."""
+        interruption = self.coordinator.interruption()
+        if interruption is not None:
+            self.result.end("interrupted", interruption)
+            self.result.signal = self.coordinator.signal
+        ending = self.coordinator.ended_by
+        if isinstance(ending, SQLAlchemyError):
+            ending = database_error(self.settings.database_url, ending)
+        if ending is None:
+            return None
+        self.result.end(outcome_of(ending), describe(ending))
+        return None if isinstance(ending, EtlError) else ending
+
     def page_done(self, image: ImageResult) -> None:
-        """After every committed page, on the worker's thread: stop, renew, count, report."""
-        if self.stop.is_set():
-            raise RunInterrupted("the run was asked to stop")
+        """After every committed page, on the worker's thread: stop, renew, count, report.
+
+        Raises:
+            RunInterrupted: the run halts.
+            TooManyRejectedError: the run has rejected more actions than max_rejected.
+        """
+        self.coordinator.check()
         if self.lock is not None:
             self.lock.renew()
         limit = self.settings.max_rejected
-        with self.tally:
-            self.rejected_by_image[image.image_id] = image.rejected
-            rejected = sum(self.rejected_by_image.values())
-        if limit is not None and rejected > limit:
-            raise TooManyRejectedError(
-                f"{rejected} actions were rejected, more than max_rejected={limit}; "
-                "see the rejected_actions table"
-            )
-        if self.on_page is not None:
-            self.on_page(image)
-
-    def sync_one(self, image_id: int) -> tuple[ImageResult | None, BaseException | None, bool]:
-        """Sync one image on a worker; return it, a run-ending error, and whether it finished.
-
-        A run-ending error (a refused token, a spent budget...) stops the other workers.
-        """
-        if self.stop.is_set():
-            return None, None, False
-        syncer = ImageSync(
-            self.client,
-            self.engine,
-            self.settings.per_page,
-            full=self.result.mode == "full",
-            write=not self.result.dry_run,
-            run_id=self.result.run_id,
-            now=self.now,
-            on_page=self.page_done,
-        )
-        try:
-            return syncer.sync(image_id), None, True
-        except RunInterrupted:
-            return syncer.current, None, False
-        except BaseException as exc:  # re-raised on the main thread, in sync_images
-            self.stop.set()
-            return syncer.current, exc, False
-
-    def sync_images(self) -> None:
-        """Sync every image on a pool of workers; record each image's state in order."""
-        failure: BaseException | None = None
-        workers = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="sync")
-        try:
-            futures = [workers.submit(self.sync_one, image_id) for image_id in self.images()]
-            for future in futures:
-                image, error, finished = future.result()
-                failure = failure or error
-                if image is not None:
-                    self.result.images.append(image)  # one cut short still counts its pages
-                if image is not None and finished:
-                    self.record(image)
-        finally:
-            self.stop.set()
-            workers.shutdown(wait=True, cancel_futures=True)
-            stats = self.client.stats
-            self.result.requests = stats.requests
-            self.result.retries = stats.retries
-            self.result.rate_limit_wait = self.client.rate_limit_wait
-        self.save_states()  # also when a worker's error ended the run: what finished, finished
-        if failure is not None:
-            raise failure
+        with self._tally:
+            self._rejected[image.image_id] = image.rejected
+            rejected = sum(self._rejected.values())
+            if limit is not None and rejected > limit:
+                raise TooManyRejectedError(
+                    f"{rejected} actions were rejected, more than max_rejected={limit}; "
+                    "see the rejected_actions table"
+                )
+            if self.on_page is not None:
+                self.on_page(image)
 
     def record(self, image: ImageResult) -> None:
-        """Note a finished image's state (saved in one batch at the end) and report it."""
-        clean = image.ok and not image.rejected  # only then may its first page be skipped
-        self.states.append(
+        """Note an image's state (saved in one batch at the end) and report it."""
+        if not image.finished:
+            return
+        self._states.append(
             ImageState(
                 image_id=image.image_id,
                 ok=image.ok,
                 meta_total=image.total,
                 error=image.error,
                 gone=image.gone,
-                first_page_digest=image.first_page_digest if clean else None,
-                scan_complete=clean,
+                # Only after a clean scan may the next one skip its first page or stop early.
+                first_page_digest=image.first_page_digest if image.clean else None,
+                scan_complete=image.clean,
             )
         )
         if self.on_image is not None:
@@ -220,112 +220,41 @@ class _Run:
 
     def save_states(self) -> None:
         """Write every finished image's state, in one transaction."""
-        if self.result.run_id is not None and self.states:
+        if self.result.run_id is not None and self._states:
             with self.engine.begin() as conn:
-                save_image_states(conn, self.states, run_id=self.result.run_id, now=self.now())
+                save_image_states(conn, self._states, run_id=self.result.run_id, now=self.now())
 
-    def finish(self, error: str | None = None) -> None:
+    def finish(self) -> None:
         if self.result.run_id is None:
             return
+        error = self.client.redact(self.result.error or "") or None
         finish_run(
             self.engine,
             self.result.run_id,
             outcome=self.result.outcome,
             counters=self.result.counters(),
-            error=self.client.redact(error or self.result.error or "") or None,
+            error=error,
             now=self.now(),
         )
         with self.engine.connect() as conn:
             self.result.last_success = last_success_at(conn)
 
-    def locked(self) -> None:
-        """Run under the sync lock, keeping the ledger."""
-        mode = self.result.mode
-        requested = "all" if self.settings.all_images else list(self.settings.images)
-        lock = SyncLock(self.engine, now=self.now)
-        try:
-            lock.acquire_server_lock()
-            revision = ensure_schema(self.engine, auto_migrate=self.settings.auto_migrate)
-            lock.claim()
-        except LockedOutError as exc:
-            self.result.stopped, self.result.error = "locked_out", str(exc)
-            head = head_revision()
-            if current_revision(self.engine) == head:  # else there is no ledger to write to
-                self.result.run_id = start_run(
-                    self.engine,
-                    mode=mode,
-                    images_requested=requested,
-                    schema_revision=head,
-                    now=self.now(),
-                    outcome="locked_out",
-                )
-                self.finish()
-            lock.release()
-            return
-        self.lock = lock
-        try:
-            self.result.run_id = start_run(
-                self.engine,
-                mode=mode,
-                images_requested=requested,
-                schema_revision=revision,
-                now=self.now(),
-            )
-            try:
-                self.sync_images()
-            except (DeferredError, TooManyRejectedError, LockedOutError, RunInterrupted) as exc:
-                self.result.stopped, self.result.error = _ENDINGS[type(exc)], str(exc)
-            except EtlError as exc:
-                self.result.stopped, self.result.error = "failed", str(exc)
-                self.finish()
-                raise
-            except BaseException as exc:
-                # A bug, or an interrupt outside the main thread: the ledger still says so.
-                self.result.stopped = "failed"
-                self.finish(f"unexpected error ({type(exc).__name__}: {str(exc)[:300]})")
-                raise
-            self.interrupted()
-            self.finish()
-        finally:
-            lock.release()
-
-    def interrupted(self) -> None:
-        """Turn a signal that arrived during the run into the run's outcome."""
-        if self.signal is not None:
-            name = signal.Signals(self.signal).name
-            self.result.stopped, self.result.signal = "interrupted", self.signal
-            self.result.error = (
-                f"interrupted by {name}; pages committed so far are kept, run again to finish"
-            )
-
-
-# Run-ending errors that are outcomes, not failures of the tool.
-_ENDINGS = {
-    DeferredError: "deferred",
-    TooManyRejectedError: "failed",
-    LockedOutError: "failed",
-    RunInterrupted: "interrupted",
-}
-
 
 @contextlib.contextmanager
-def _stop_on_signals(run: _Run) -> Iterator[None]:
+def _stop_on_signals(coordinator: Coordinator) -> Iterator[None]:
     """Turn SIGTERM and SIGINT into a stop of the run, for the run's duration.
 
-    The handler only sets an event: workers stop before their next request, the page in
+    The handler only sets events: workers stop before their next request, the page in
     hand commits or rolls back whole, waits end at once and requests in flight are cut.
     Outside the main thread (an embedding program) signals are left alone.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def stop(signum: int, _frame: object) -> None:
-        run.signal = run.signal or signum
-        run.interrupt.set()
-        run.stop.set()
-
-    previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
+    previous = {
+        number: signal.signal(number, lambda signum, _frame: coordinator.interrupt(signum))
+        for number in STOP_SIGNALS
+    }
     try:
         yield
     finally:
@@ -363,8 +292,13 @@ def run_sync(
         )
     result = RunResult(mode="full" if full else "incremental", dry_run=dry_run)
     started = time.monotonic()
-    engine = open_engine(settings.database_url)
-    interrupt = threading.Event()
+    coordinator = Coordinator(
+        limiter=limiter
+        or RateLimiter(
+            per_minute=settings.rate_limit_per_minute, per_hour=settings.rate_limit_per_hour
+        ),
+        min_ratelimit_remaining=settings.min_ratelimit_remaining,
+    )
     client = ApiClient(
         base_url=settings.api_url,
         token=token,
@@ -372,33 +306,28 @@ def run_sync(
         max_attempts=settings.max_attempts,
         max_retry_wait=settings.max_retry_wait,
         max_total_wait=settings.max_total_wait,
-        min_ratelimit_remaining=settings.min_ratelimit_remaining,
         max_response_bytes=settings.max_response_bytes,
-        limiter=limiter
-        or RateLimiter(
-            per_minute=settings.rate_limit_per_minute,
-            per_hour=settings.rate_limit_per_hour,
-            stop=interrupt,
-        ),
-        stop=interrupt,
+        gate=coordinator,
         sleep=sleep,
     )
-    run = _Run(settings, engine, client, result, now, on_image, on_page, interrupt)
+    engine = open_engine(settings.database_url)
+    run = _Run(
+        settings,
+        engine=engine,
+        client=client,
+        coordinator=coordinator,
+        result=result,
+        now=now,
+        on_image=on_image,
+        on_page=on_page,
+    )
     try:
-        with _stop_on_signals(run), translate_errors(settings.database_url):
-            if dry_run:
-                ensure_schema(engine, auto_migrate=False)
-                try:
-                    run.sync_images()
-                except (DeferredError, RunInterrupted) as exc:
-                    result.stopped, result.error = _ENDINGS[type(exc)], str(exc)
-                run.interrupted()
-            else:
-                run.locked()
+        with _stop_on_signals(coordinator), translate_errors(settings.database_url):
+            run.dry() if dry_run else run.locked()
     except ConfigError:
         raise
     except EtlError as exc:
-        result.stopped, result.error = "failed", str(exc)
+        result.end("failed", str(exc))
     finally:
         result.seconds = time.monotonic() - started
         client.close()

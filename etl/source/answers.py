@@ -1,0 +1,169 @@
+"""Read what the API answered: the JSON of a 200, the meaning of any other status."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from etl.errors import ApiError, AuthError, NotFoundError, RetryableApiError
+from etl.source.gate import RateLimits
+
+# 429 is the rate-limit answer; 5xx are transient server faults (501 is not: it never heals).
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A 200's JSON object and a fingerprint of the bytes it came in.
+
+    ``body`` is None when the bytes matched the known fingerprint the caller passed:
+    they were parsed before, so they are not parsed again.
+    """
+
+    body: dict[str, Any] | None
+    digest: str
+
+
+def _header_number(headers: Mapping[str, str], name: str) -> float | None:
+    value = headers.get(name)  # requests' headers are case-insensitive
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def parse_json(content: bytes) -> Any:
+    """Return the JSON value of UTF-8 ``content``, or None when it is not valid JSON.
+
+    RFC 8259 JSON is UTF-8: invalid bytes make invalid JSON, never U+FFFD. Nesting deeper
+    than Python's parser goes is refused the same way, not raised as RecursionError.
+    """
+    try:
+        return json.loads(content.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
+def _text(value: Any, limit: int = 200) -> str:
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def _error_detail(
+    response: requests.Response, content: bytes
+) -> tuple[str, str | None, str | None]:
+    """Return 'status id: message', the error id and the request id of an error response."""
+    body = parse_json(content)
+    if isinstance(body, dict):
+        error_id, message = _text(body.get("id"), 60), _text(body.get("message"))
+        detail = f"{response.status_code} {error_id}: {message}".strip()
+        return detail, error_id or None, _text(body.get("request_id"), 80) or None
+    return f"{response.status_code} {_text(response.reason, 60)}", None, None
+
+
+def rate_limits(headers: Mapping[str, str], status: int) -> RateLimits:
+    """Return the rate-limit headers of an answer.
+
+    ``remaining`` is None for a 429 with retry-after: that is the per-minute limit,
+    and the hourly budget it may report says nothing about whether to defer the run.
+    """
+    remaining = _header_number(headers, "ratelimit-remaining")
+    if status == 429 and _header_number(headers, "retry-after") is not None:
+        remaining = None  # the per-minute limit: waiting retry-after is the whole cure
+    limit = _header_number(headers, "ratelimit-limit")
+    return RateLimits(
+        remaining=None if remaining is None else int(remaining),
+        limit=None if limit is None else int(limit),
+        reset=_header_number(headers, "ratelimit-reset"),
+    )
+
+
+def wait_hint(response: requests.Response, clock: Callable[[], float]) -> float | None:
+    """Return how long the server asked us to wait, if it said so."""
+    retry_after = _header_number(response.headers, "retry-after")
+    if retry_after is not None:
+        return max(retry_after, 0.0)
+    if response.status_code == 429:
+        # An hourly 429 has no retry-after: the budget frees up at ratelimit-reset.
+        reset = _header_number(response.headers, "ratelimit-reset")
+        if reset is not None:
+            return max(reset - clock(), 0.0)
+    return None
+
+
+def read_answer(
+    response: requests.Response,
+    content: bytes,
+    *,
+    known_digest: str | None,
+    redact: Callable[[str], str],
+    clock: Callable[[], float],
+) -> Answer:
+    """Return the JSON object of a 200 and its fingerprint, or raise what the status means.
+
+    Raises:
+        RetryableApiError: a retryable status, or a 200 that is not complete JSON.
+        AuthError: 401 or 403.
+        NotFoundError: the API's own 404 (its error id is ``not_found``).
+        ApiError: any other status, or JSON that is not an object.
+    """
+    parts = urlsplit(response.url)
+    where = parts.path + (f"?{parts.query}" if parts.query else "")
+    if response.status_code == 200:
+        digest = hashlib.blake2b(content, digest_size=16).hexdigest()
+        if digest == known_digest:
+            return Answer(None, digest)  # the very bytes parsed before: valid JSON
+        body = parse_json(content)
+        if body is None:
+            raise RetryableApiError(
+                f"GET {where} answered 200 with a body that is not complete JSON",
+                status=200,
+                url=where,
+            )
+        if not isinstance(body, dict):
+            raise ApiError(f"GET {where} answered with JSON that is not an object", url=where)
+        return Answer(body, digest)
+    detail, error_id, request_id = _error_detail(response, content)
+    detail = redact(detail)
+    suffix = f" [request_id {request_id}]" if request_id else ""
+    status = response.status_code
+    if status in RETRYABLE_STATUSES:
+        raise RetryableApiError(
+            f"GET {where} failed ({detail}){suffix}",
+            status=status,
+            url=where,
+            request_id=request_id,
+            wait_hint=wait_hint(response, clock),
+        )
+    if status == 401:
+        raise AuthError(
+            f"the API refused the token ({detail}){suffix}; check that the token is valid "
+            "and not expired",
+            status=status,
+            url=where,
+            request_id=request_id,
+        )
+    if status == 403:
+        raise AuthError(
+            f"the token may not read {where} ({detail}){suffix}; give it the image:read scope",
+            status=status,
+            url=where,
+            request_id=request_id,
+        )
+    # Only the API's own "not_found" says a resource is gone: a 404 page from a proxy
+    # or a wrong api_url must never mark images gone.
+    error = NotFoundError if status == 404 and error_id == "not_found" else ApiError
+    hint = "; check api_url" if status == 404 and error is ApiError else ""
+    raise error(
+        f"GET {where} failed ({detail}){suffix}{hint}",
+        status=status,
+        url=where,
+        request_id=request_id,
+    )

@@ -1,0 +1,122 @@
+"""What a run did, image by image, and the totals every report of it shares.
+
+Output modules (summary, metrics, progress) import these types, not the machinery
+that produces them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from etl.store.load import UpsertCounts
+
+OUTCOMES = ("succeeded", "partial", "failed", "deferred", "locked_out", "interrupted")
+
+
+@dataclass
+class ImageResult:
+    """What one image's sync did."""
+
+    image_id: int
+    pages: int = 0
+    requests: int = 0
+    counts: UpsertCounts = field(default_factory=UpsertCounts)
+    rejected: int = 0
+    total: int | None = None
+    received: int = 0
+    refreshed: int = 0
+    unknown_statuses: int = 0  # actions whose status the API does not document
+    missing: int = 0  # stored actions a complete --full scan no longer found listed
+    seconds: float = 0.0
+    complete: bool = True
+    stopped_early: bool = False
+    finished: bool = True  # False: the run ended while this image was under way
+    gone: bool = False
+    error: str | None = None
+    first_page_digest: str | None = None  # of the last scan's first page
+
+    @property
+    def ok(self) -> bool:
+        """Return whether the image synced fully and without error."""
+        return self.error is None and self.complete and self.finished
+
+    @property
+    def clean(self) -> bool:
+        """Return whether the stored actions are now the image's whole listing."""
+        return self.ok and not self.rejected
+
+
+@dataclass
+class RunResult:
+    """What a whole sync run did, image by image."""
+
+    mode: str = "incremental"
+    dry_run: bool = False
+    images: list[ImageResult] = field(default_factory=list)
+    run_id: int | None = None
+    ending: str | None = None  # the outcome of a run that ended early (see OUTCOMES)
+    signal: int | None = None  # the signal that interrupted the run
+    error: str | None = None
+    seconds: float = 0.0
+    requests: int = 0
+    retries: int = 0
+    rate_limit_wait: float = 0.0
+    last_success: datetime | None = None
+
+    def end(self, outcome: str, error: str) -> None:
+        """Record that the run ended early, and why; the first ending is kept."""
+        if self.ending is None:
+            self.ending, self.error = outcome, error
+
+    @property
+    def outcome(self) -> str:
+        """Return succeeded, partial, failed, deferred, locked_out or interrupted.
+
+        Partial: some images failed or stayed incomplete, or some actions were rejected.
+        """
+        if self.ending is not None:
+            return self.ending
+        if all(image.ok for image in self.images) and not self.rejected:
+            return "succeeded"
+        if any(image.ok for image in self.images):
+            return "partial"
+        return "failed"
+
+    @property
+    def counts(self) -> UpsertCounts:
+        """Return the inserted/updated/unchanged tally over all images."""
+        total = UpsertCounts()
+        for image in self.images:
+            total += image.counts
+        return total
+
+    @property
+    def rejected(self) -> int:
+        """Return how many actions were rejected over all images."""
+        return sum(image.rejected for image in self.images)
+
+    @property
+    def failed_images(self) -> int:
+        """Return how many images did not sync fully."""
+        return sum(1 for image in self.images if not image.ok)
+
+    def counters(self) -> dict[str, float]:
+        """Return the run's tallies, as the ledger, --json and metrics show them."""
+        counts = self.counts
+        return {
+            "images_synced": len(self.images) - self.failed_images,
+            "images_failed": self.failed_images,
+            "pages": sum(image.pages for image in self.images),
+            "requests": self.requests,
+            "retries": self.retries,
+            "rate_limit_wait_seconds": round(self.rate_limit_wait, 3),
+            "rows_inserted": counts.inserted,
+            "rows_updated": counts.updated,
+            "rows_unchanged": counts.unchanged,
+            "rows_rejected": self.rejected,
+            "meta_total_sum": sum(image.total or 0 for image in self.images),
+            "unknown_statuses": sum(image.unknown_statuses for image in self.images),
+            "rows_missing": sum(image.missing for image in self.images),
+            "rows_listed_elsewhere": counts.elsewhere,
+        }
