@@ -239,3 +239,111 @@ def test_a_token_the_api_echoes_is_redacted_everywhere_it_is_written(
     ]
     assert [TOKEN in text for text in written] == [False] * 4
     assert TOKEN not in str(read_rows(engine, image_actions))
+
+
+def page_body(ids: list[int], *, total: object, next_link: str | None = None) -> bytes:
+    actions = [{"id": i, "status": "completed", "type": "transfer"} for i in ids]
+    body: dict[str, Any] = {"actions": actions, "meta": {"total": total}}
+    if next_link is not None:
+        body["links"] = {"pages": {"next": next_link}}
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(page_body([5, 4], total=10**30), id="total-past-bigint"),
+        pytest.param(page_body([5, 4], total=10**400, next_link="{url}?page=2"), id="total-huge"),
+        pytest.param(json.dumps({"actions": [{"id": 5}]}).encode(), id="no-meta"),
+        pytest.param(page_body([5, 4], total="2"), id="total-a-string"),
+        pytest.param(page_body([], total=10**15, next_link="{url}?page=2"), id="empty-page-next"),
+        pytest.param(page_body([5], total=10**15, next_link="{url}?page=2"), id="short-page-next"),
+        pytest.param(page_body([5, 4], total=3, next_link="http://[::1"), id="malformed-next"),
+    ],
+)
+def test_a_page_that_cannot_bound_or_verify_its_listing_fails_the_image_cleanly(
+    api: FakeApi, engine: Engine, database_url: str, body: bytes
+) -> None:
+    image = first_image(api)
+    path = f"/v2/images/{image}/actions"
+    raw = body.replace(b"{url}", f"{api.url}{path}".encode())
+    api.faults.append(Fault("raw", 200, body=raw, path=path))
+
+    run = sync(api, database_url, per_page=20)
+
+    assert run.outcome == "partial"
+    assert [result.image_id for result in run.images if not result.ok] == [image]
+    [ledger] = read_rows(engine, sync_runs)
+    assert (ledger["outcome"], ledger["finished_at"] is not None) == ("partial", True)
+
+
+def test_only_the_last_page_with_a_bad_total_is_not_a_success(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    image = first_image(api)
+    path = f"/v2/images/{image}/actions"
+    api.faults.append(Fault("raw", 200, body=page_body([9, 8], total="3"), path=path, skip=1))
+
+    run = sync(api, database_url, per_page=2, images=(image,))
+
+    assert run.outcome != "succeeded"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"ratelimit-limit": "inf"}, id="limit-inf"),
+        pytest.param({"ratelimit-limit": "0"}, id="limit-0"),
+        pytest.param({"ratelimit-remaining": "nan"}, id="remaining-nan"),
+        pytest.param({"ratelimit-remaining": "-5"}, id="remaining-negative"),
+        pytest.param({"ratelimit-reset": "1e20", "ratelimit-remaining": "4000"}, id="reset-far"),
+        pytest.param({"retry-after": "nan"}, id="retry-after-nan"),
+    ],
+)
+def test_garbage_rate_limit_headers_are_ignored(
+    api: FakeApi, engine: Engine, database_url: str, headers: dict[str, str]
+) -> None:
+    api.faults.extend(Fault("headers", headers=headers) for _ in range(3))
+
+    run = sync(api, database_url)
+
+    assert run.outcome == "succeeded", run.error
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+    assert read_rows(engine, sync_runs)[0]["rate_limit_wait_seconds"] == 0.0
+
+
+def test_a_spent_budget_with_a_reset_past_any_date_defers_in_one_sentence(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    api.faults.append(
+        Fault("headers", headers={"ratelimit-remaining": "0", "ratelimit-reset": "nan"})
+    )
+
+    run = sync(api, database_url, min_ratelimit_remaining=5, workers=1)
+
+    assert run.outcome == "deferred"
+    assert "min_ratelimit_remaining 5" in str(run.error)
+
+
+def test_a_tiny_hourly_limit_defers_instead_of_waiting_an_hour(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    api.faults.extend(Fault("headers", headers={"ratelimit-limit": "1"}) for _ in range(2))
+
+    run = sync(api, database_url, workers=1, max_total_wait=5)
+
+    assert run.outcome == "deferred"
+    assert "the rate limit leaves no room" in str(run.error)
+
+
+def test_an_action_that_moved_is_never_marked_missing_whatever_the_image_order(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    first, second = list(api.world.actions)[:2]
+    sync(api, database_url, workers=1)
+    moved = api.world.actions[first].pop(0)
+    api.world.actions[second].insert(0, moved)
+
+    for order in ((second, first), (first, second), (second, first)):
+        sync(api, database_url, full=True, workers=1, images=order)
+        assert rows_of(engine, first)[moved["id"]]["missing_since"] is None, order

@@ -212,3 +212,44 @@ def test_a_stop_ends_a_request_in_flight_and_a_retry_wait(api: FakeApi) -> None:
 
     assert time.monotonic() - started < 1.5
     client.close()
+
+
+def test_a_redirect_never_reads_its_own_body(api: FakeApi, client: ApiClient) -> None:
+    location = f"{actions_url(api)}?page=1&per_page=200"
+    api.faults.append(Fault("redirect", 302, location=location, size=64 << 20))
+    started = time.monotonic()
+
+    body = client.get_json(actions_url(api))
+
+    assert len(body["actions"]) == 45
+    assert time.monotonic() - started < 1.0  # 64 MiB were not inflated
+
+
+def test_a_malformed_redirect_location_fails_in_one_sentence(
+    api: FakeApi, client: ApiClient
+) -> None:
+    api.faults.append(Fault("redirect", 302, location="http://[::1"))
+
+    with pytest.raises(RedirectRefusedError, match="not a valid URL"):
+        client.get_json(actions_url(api))
+
+
+def test_a_token_in_the_reason_phrase_is_redacted_before_it_is_cut(
+    api: FakeApi, client: ApiClient
+) -> None:
+    api.faults.append(Fault("raw", 418, reason="x" * 40 + TOKEN))
+
+    with pytest.raises(ApiError) as caught:
+        client.get_json(actions_url(api))
+
+    assert TOKEN[:12] not in str(caught.value)
+
+
+def test_a_token_spelled_in_json_escapes_is_redacted(api: FakeApi, client: ApiClient) -> None:
+    spelled = "".join(f"\\u{ord(ch):04x}" for ch in TOKEN)
+    body = '{"actions": [{"id": 1, "type": "' + spelled + '"}], "meta": {"total": 1}}'
+    api.faults.append(Fault("raw", 200, body=body.encode()))
+
+    page = client.get_json(actions_url(api))
+
+    assert page["actions"][0]["type"] == "***"

@@ -18,7 +18,8 @@ class Fault:
     Hostile ones: "redirect" (``status`` 3xx to ``location``), "drip" (the real page, one
     byte every ``seconds``), "gzip" (the real page, gzip-compressed), "bomb" (a gzip body
     that inflates to ``size`` bytes), "raw" (``status`` with ``body`` as given), "echo"
-    (``status`` with an error message that quotes the request's Authorization header).
+    (``status`` with an error message that quotes the request's Authorization header),
+    "headers" (the real page with ``headers`` added or replaced).
     """
 
     kind: str
@@ -28,6 +29,7 @@ class Fault:
     location: str = ""
     body: bytes = b""
     size: int = 0
+    reason: str = ""  # the status line's reason phrase, for "raw"
     path: str = "/"
     skip: int = 0  # let this many matching requests through first
 

@@ -308,19 +308,25 @@ class _Handler(BaseHTTPRequestHandler):
             elif kind == "gzip":
                 packed = gzip.compress(payload)
                 self._send_raw(status, packed, {**headers, "Content-Encoding": "gzip"}, JSON)
+            elif kind == "headers":  # the real page with odd headers
+                self._send_raw(status, payload, {**headers, **fault.headers}, JSON)  # type: ignore[union-attr]
             else:
                 self._send_raw(status, payload, headers, "application/json")
         served.status = status
 
     def _send_hostile(self, fault: Fault, headers: dict[str, str]) -> int:
-        if fault.kind == "redirect":
-            self._send_raw(fault.status, b"", {**headers, "Location": fault.location}, JSON)
+        if fault.kind == "redirect":  # a body only when the fault gives one (a bomb, say)
+            body = _gzip_of_zeros(fault.size) if fault.size else fault.body
+            extra = {"Content-Encoding": "gzip"} if fault.size else {}
+            extra.update(fault.headers, Location=fault.location)
+            self._send_raw(fault.status, body, {**headers, **extra}, JSON)
         elif fault.kind == "raw":
+            self._reason = fault.reason
             self._send_raw(fault.status, fault.body, {**headers, **fault.headers}, JSON)
         elif fault.kind == "echo":  # an error page that quotes what it was sent
             quoted = f"bad request: Authorization: {self.headers.get('Authorization')}"
-            body = {"id": "bad_request", "message": quoted, "request_id": "fake-echo"}
-            self._send_json(fault.status, body, headers)
+            echo = {"id": "bad_request", "message": quoted, "request_id": "fake-echo"}
+            self._send_json(fault.status, echo, headers)
         elif fault.kind == "bomb":
             packed = _gzip_of_zeros(fault.size)
             self._send_raw(200, packed, {**headers, "Content-Encoding": "gzip"}, JSON)
@@ -336,7 +342,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _send_head(self, status: int, length: int, headers: dict[str, str], kind: str) -> None:
-        self.send_response(status)
+        self.send_response(status, getattr(self, "_reason", None) or None)
+        self._reason = ""
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(length))
         for name, value in headers.items():

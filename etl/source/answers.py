@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,13 +32,15 @@ class Answer:
 
 
 def _header_number(headers: Mapping[str, str], name: str) -> float | None:
+    """Return a header as a finite, non-negative number, or None for anything else."""
     value = headers.get(name)  # requests' headers are case-insensitive
     if value is None:
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         return None
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 def parse_json(content: bytes) -> Any:
@@ -52,20 +55,23 @@ def parse_json(content: bytes) -> Any:
         return None
 
 
-def _text(value: Any, limit: int = 200) -> str:
-    return value[:limit] if isinstance(value, str) else ""
-
-
 def _error_detail(
-    response: requests.Response, content: bytes
+    response: requests.Response, content: bytes, redact: Callable[[str], str]
 ) -> tuple[str, str | None, str | None]:
-    """Return 'status id: message', the error id and the request id of an error response."""
+    """Return 'status id: message', the error id and the request id of an error response.
+
+    Each text is redacted before it is cut short, so no part of a token survives.
+    """
     body = parse_json(content)
+
+    def text(value: Any, limit: int) -> str:
+        return redact(value)[:limit] if isinstance(value, str) else ""
+
     if isinstance(body, dict):
-        error_id, message = _text(body.get("id"), 60), _text(body.get("message"))
+        error_id, message = text(body.get("id"), 60), text(body.get("message"), 200)
         detail = f"{response.status_code} {error_id}: {message}".strip()
-        return detail, error_id or None, _text(body.get("request_id"), 80) or None
-    return f"{response.status_code} {_text(response.reason, 60)}", None, None
+        return detail, error_id or None, text(body.get("request_id"), 80) or None
+    return f"{response.status_code} {text(response.reason, 60)}", None, None
 
 
 def rate_limits(headers: Mapping[str, str], status: int) -> RateLimits:
@@ -80,7 +86,7 @@ def rate_limits(headers: Mapping[str, str], status: int) -> RateLimits:
     limit = _header_number(headers, "ratelimit-limit")
     return RateLimits(
         remaining=None if remaining is None else int(remaining),
-        limit=None if limit is None else int(limit),
+        limit=int(limit) if limit is not None and limit >= 1 else None,
         reset=_header_number(headers, "ratelimit-reset"),
     )
 
@@ -96,6 +102,16 @@ def wait_hint(response: requests.Response, clock: Callable[[], float]) -> float 
         if reset is not None:
             return max(reset - clock(), 0.0)
     return None
+
+
+def _redacted(body: dict[str, Any], redact: Callable[[str], str]) -> dict[str, Any]:
+    """Return ``body`` with the token blanked out of every string, keys included."""
+    try:
+        text = json.dumps(body, ensure_ascii=False)
+    except RecursionError:
+        raise ApiError("a page is nested too deeply to check it for the token") from None
+    clean = redact(text)
+    return body if clean == text else dict(json.loads(clean))
 
 
 def read_answer(
@@ -129,9 +145,10 @@ def read_answer(
             )
         if not isinstance(body, dict):
             raise ApiError(f"GET {where} answered with JSON that is not an object", url=where)
+        if b"\\u" in content:  # the token spelled in \u escapes escaped the byte redaction
+            body = _redacted(body, redact)
         return Answer(body, digest)
-    detail, error_id, request_id = _error_detail(response, content)
-    detail = redact(detail)
+    detail, error_id, request_id = _error_detail(response, content, redact)
     suffix = f" [request_id {request_id}]" if request_id else ""
     status = response.status_code
     if status in RETRYABLE_STATUSES:

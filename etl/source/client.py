@@ -297,8 +297,16 @@ class ApiClient:
         Raises:
             RedirectRefusedError: it points anywhere else.
         """
-        target = urljoin(url, location)
-        here, there = urlsplit(url), urlsplit(target)
+        here = urlsplit(url)
+        try:
+            target = urljoin(url, location)
+            there = urlsplit(target)
+        except ValueError:
+            raise RedirectRefusedError(
+                f"GET {here.path} was redirected to {self.redact(location)[:80]!r}, which is "
+                "not a valid URL; check api_url",
+                url=here.path,
+            ) from None
         if there[:2] != self._origin or there.path.rstrip("/") != here.path.rstrip("/"):
             shown = self.redact(f"{there.netloc}{there.path}")[:200]
             raise RedirectRefusedError(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +12,7 @@ from etl.source.client import ApiClient
 
 # Pages past what meta.total allows that we tolerate: live data can grow while we page.
 RUNAWAY_SLACK_PAGES = 1
+MAX_TOTAL = 2**63 - 1  # a count past BIGINT is no count
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def parse_total(body: dict[str, Any]) -> int | None:
     """Return ``meta.total`` when it is a non-negative whole number, else None."""
     meta = body.get("meta")
     total = meta.get("total") if isinstance(meta, dict) else None
-    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+    if isinstance(total, bool) or not isinstance(total, int) or not 0 <= total <= MAX_TOTAL:
         return None
     return total
 
@@ -69,15 +69,19 @@ def iter_pages(
     but only when it stays on our origin and on the same path. A first page whose bytes
     match ``known_first_digest`` is yielded unparsed (``known``), and paging stops there.
 
+    Every page must carry a usable ``meta.total`` (what completeness is checked against),
+    and every page that offers a next one must be full, as offset paging makes them: so
+    paging ends within what ``meta.total`` allows, whatever the server sends.
+
     Raises:
-        PaginationError: a next link leaves the path, repeats a page, or pages run past
-            what ``meta.total`` allows.
-        ApiError: a page is not shaped like a list of ``key``.
+        PaginationError: a next link is malformed, leaves the path or repeats a page; a
+            page that is not the last is short; pages run past what ``meta.total`` allows.
+        ApiError: a page is not shaped like a list of ``key``, or has no usable meta.total.
     """
     url = client.url_for(path)
     query: dict[str, Any] | None = {**(params or {}), "page": 1, "per_page": per_page}
     seen = {"page=1"}
-    largest = 0  # the server may cap per_page: the largest page seen is the real page size
+    page_size = 0  # page 1's: the server may cap per_page below what we asked
     number = 0
     while True:
         number += 1
@@ -96,12 +100,31 @@ def iter_pages(
                 url=path,
             )
         total = parse_total(body)
+        if total is None:
+            raise ApiError(
+                f"{label} page {number}: meta.total is missing or not a whole number from 0 "
+                "to 2^63-1, so the listing cannot be checked for completeness",
+                url=path,
+            )
         yield Page(number=number, items=items, total=total, digest=answer.digest)
 
         link = next_link(body)
         if link is None:
             return
-        target = urlsplit(link)
+        page_size = page_size or len(items)
+        if not items or len(items) != page_size:
+            raise PaginationError(
+                f"{label} page {number} holds {len(items)} items, not the {page_size} of a "
+                "full page, yet offers a next page; stopping paging that cannot end",
+                url=path,
+            )
+        try:
+            target = urlsplit(link)
+        except ValueError:
+            raise PaginationError(
+                f"{label} page {number}: the next link {link[:80]!r} is not a valid URL",
+                url=path,
+            ) from None
         if (target.scheme, target.netloc, target.path) != urlsplit(url)[:3]:
             raise PaginationError(
                 f"{label} page {number}: the next link points to "
@@ -117,17 +140,14 @@ def iter_pages(
                 url=path,
             )
         seen.add(page_key)
-        largest = max(largest, len(items))
-        page_size = max(largest, 1)
-        if total is not None:
-            allowed = max(math.ceil(total / page_size), 1) + RUNAWAY_SLACK_PAGES
-            if number >= allowed:
-                raise PaginationError(
-                    f"{label}: the API offered page {number + 1} but meta.total={total} "
-                    f"fits in {allowed - RUNAWAY_SLACK_PAGES} pages of {page_size}; "
-                    "stopping runaway paging",
-                    url=path,
-                )
+        allowed = max(-(-total // page_size), 1) + RUNAWAY_SLACK_PAGES  # exact integer ceil
+        if number >= allowed:
+            raise PaginationError(
+                f"{label}: the API offered page {number + 1} but meta.total={total} "
+                f"fits in {allowed - RUNAWAY_SLACK_PAGES} pages of {page_size}; "
+                "stopping runaway paging",
+                url=path,
+            )
         url, query = link, None
 
 

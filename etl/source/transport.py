@@ -88,9 +88,20 @@ class GuardedAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
+class _NoRedirectSession(requests.Session):
+    """A session that never looks at a redirect: the client decides, reading Location itself.
+
+    Even with allow_redirects=False, requests prepares the next hop of a 3xx, reading
+    (and inflating) its whole body without a limit and parsing its Location.
+    """
+
+    def get_redirect_target(self, resp: requests.Response) -> None:
+        return None
+
+
 def new_session(headers: dict[str, str]) -> requests.Session:
     """Return a session whose requests the watchdog can cut, sending ``headers``."""
-    session = requests.Session()
+    session = _NoRedirectSession()
     adapter = GuardedAdapter()
     session.mount("http://", adapter)
     session.mount("https://", adapter)

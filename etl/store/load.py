@@ -66,7 +66,12 @@ def upsert_statement(dialect_name: str, table: Table = image_actions) -> Insert:
 
 
 def upsert_actions(
-    conn: Connection, rows: Sequence[ActionRow], *, now: datetime, write: bool = True
+    conn: Connection,
+    rows: Sequence[ActionRow],
+    *,
+    now: datetime,
+    write: bool = True,
+    elsewhere_ids: set[int] | None = None,
 ) -> UpsertCounts:
     """Insert new actions and rewrite changed ones; leave unchanged rows untouched.
 
@@ -75,8 +80,8 @@ def upsert_actions(
     marked missing that is listed again is rewritten, which clears the mark. An action
     listed under another image than the one it is stored under keeps its stored image:
     the first image that listed it owns it, so ``image_id`` never flips between runs
-    (counted in ``elsewhere``). With ``write=False`` (a dry run) only the counts are
-    computed.
+    (counted in ``elsewhere``, their ids added to ``elsewhere_ids``). With ``write=False``
+    (a dry run) only the counts are computed.
     """
     latest = {row["id"]: row for row in rows}
     if not latest:
@@ -94,6 +99,8 @@ def upsert_actions(
         known = stored.get(action_id)
         if known is not None and known.image_id != row["image_id"]:
             elsewhere += 1
+            if elsewhere_ids is not None:
+                elsewhere_ids.add(action_id)
             owner = known.image_id
             row = {**row, "image_id": owner, "content_hash": content_hash(row["payload"], owner)}
         unchanged = known is not None and known.content_hash == row["content_hash"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Engine
@@ -26,3 +26,6 @@ class RunContext:
     run_id: int | None
     now: Callable[[], datetime]
     page_done: Callable[[ImageResult], None]  # after every committed page, on the worker
+    # Actions this run saw listed under another image than the one that owns them: a
+    # --full scan of the owner does not mark them missing.
+    listed_elsewhere: set[int] = field(default_factory=set)

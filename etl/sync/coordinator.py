@@ -27,6 +27,7 @@ from etl.errors import (
 from etl.source.gate import RateLimits
 from etl.sync.ratelimit import RateLimiter
 
+MAX_EPOCH = 253_402_300_799  # 9999-12-31: a ratelimit-reset past it is no time at all
 STOP_CHECK = 0.1  # a pacing wait looks at the stop this often: a signal ends it within this
 
 # How a run ends, by the error that ended it; any other error is a failure.
@@ -62,6 +63,7 @@ class Coordinator:
         *,
         limiter: RateLimiter,
         min_ratelimit_remaining: int = 0,
+        max_wait: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stop = threading.Event()  # a signal: waits end, requests in flight are cut
@@ -71,6 +73,7 @@ class Coordinator:
         self.waited = 0.0  # seconds spent pacing
         self._limiter = limiter
         self._floor = min_ratelimit_remaining
+        self._max_wait = max_wait  # a longer pacing wait defers the run instead
         self._clock = clock
         self._changed = threading.Condition()
         self._probe: int | None = None  # the thread whose call is the run's probe
@@ -152,6 +155,12 @@ class Coordinator:
                 if start <= now:
                     self._limiter.start()
                     return
+                if start - now > self._max_wait:
+                    raise DeferredError(
+                        f"the rate limit leaves no room for another request for "
+                        f"{start - now:.0f} s, more than max_total_wait={self._max_wait:g}; "
+                        "stopping, and the next run carries on"
+                    )
                 self._changed.wait(timeout=min(start - now, STOP_CHECK))
                 self.waited += self._clock() - now
 
@@ -187,11 +196,9 @@ class Coordinator:
         left = self._remaining - self._limiter.in_flight
         if left >= self._floor:
             return
-        frees = (
-            f"; it frees up from {datetime.fromtimestamp(self._reset, UTC):%H:%M:%S} UTC"
-            if self._reset is not None
-            else ""
-        )
+        frees = ""
+        if self._reset is not None and self._reset < MAX_EPOCH:
+            frees = f"; it frees up from {datetime.fromtimestamp(self._reset, UTC):%H:%M:%S} UTC"
         raise DeferredError(
             f"the hourly API budget is nearly spent (ratelimit-remaining {left} is below "
             f"min_ratelimit_remaining {self._floor}); stopping before any 429{frees}, "

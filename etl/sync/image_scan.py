@@ -219,6 +219,7 @@ class ImageScan:
     def _mark_missing(self, listed: set[int]) -> None:
         result = self.result
         with self.ctx.engine.begin() as conn:
+            listed = listed | self.ctx.listed_elsewhere  # an action that moved is not missing
             result.missing = mark_missing(conn, result.image_id, listed, now=self.ctx.now())
         if result.missing:
             logger.warning(
@@ -233,7 +234,9 @@ class ImageScan:
         now = ctx.now()
         # One transaction per page: a crash keeps the pages before.
         with ctx.engine.begin() as conn:
-            counts = upsert_actions(conn, rows, now=now, write=ctx.write)
+            counts = upsert_actions(
+                conn, rows, now=now, write=ctx.write, elsewhere_ids=ctx.listed_elsewhere
+            )
             wrote = counts.inserted + counts.updated + len(rejected)
             if ctx.write and wrote and not self._changing:
                 # Until this scan ends, the stored actions are not a complete scan.

@@ -298,6 +298,7 @@ def run_sync(
             per_minute=settings.rate_limit_per_minute, per_hour=settings.rate_limit_per_hour
         ),
         min_ratelimit_remaining=settings.min_ratelimit_remaining,
+        max_wait=settings.max_total_wait,
     )
     client = ApiClient(
         base_url=settings.api_url,
