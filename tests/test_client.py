@@ -7,7 +7,7 @@ import pytest
 from etl.errors import ApiError, AuthError, NotFoundError, RetryableApiError
 from etl.fake import FakeApi, Fault
 from etl.source.client import ApiClient
-from tests.conftest import TOKEN, RecordingSleep
+from tests.support.doubles import TOKEN, RecordingSleep
 
 
 def actions_url(api: FakeApi) -> str:

@@ -11,8 +11,8 @@ from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
 from etl.fake import FakeApi, Fault
 from etl.fake.server import LAST_PAGE_SHAPES
-from tests import spec
-from tests.conftest import TOKEN
+from tests.support import spec
+from tests.support.doubles import TOKEN
 
 ACTIONS = "/v2/images/{image_id}/actions"
 

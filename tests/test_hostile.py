@@ -19,8 +19,8 @@ from etl.source.extract import iter_image_action_pages, next_link, parse_total
 from etl.store.load import upsert_actions
 from etl.store.schema import image_actions
 from etl.sync.image_scan import split_page
-from tests.conftest import TOKEN
-from tests.rows import read_rows
+from tests.support.doubles import TOKEN
+from tests.support.rows import read_rows
 
 NASTY_TEXT = st.sampled_from(
     ["", " ", "in-progress", "ünïcødé ✓", "😀" * 10, "x" * 255, "x" * 256, "\x00", "a\x00b",

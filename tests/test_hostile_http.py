@@ -19,7 +19,7 @@ from etl.errors import (
 from etl.fake import FakeApi, Fault
 from etl.source.client import ApiClient
 from etl.source.extract import iter_image_action_pages
-from tests.conftest import TOKEN, RecordingSleep
+from tests.support.doubles import TOKEN, RecordingSleep
 
 
 def image_of(api: FakeApi) -> int:

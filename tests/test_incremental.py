@@ -14,9 +14,10 @@ from sqlalchemy import Engine, delete
 from etl.fake import FakeApi, World
 from etl.store.schema import image_actions, image_sync_state, rejected_actions, sync_lock, sync_runs
 from etl.sync.run import run_sync
-from tests.conftest import TOKEN
-from tests.rows import read_rows, without_bookkeeping
-from tests.test_pipeline import expected_table, settings_for, sync
+from tests.support.doubles import TOKEN
+from tests.support.oracle import expected_table
+from tests.support.rows import read_rows, without_bookkeeping
+from tests.support.runs import settings_for, sync
 
 
 class Crash(BaseException):

@@ -19,10 +19,11 @@ from etl.store.lock import SyncLock
 from etl.store.migrate import head_revision
 from etl.store.schema import image_sync_state, sync_runs
 from etl.sync.run import run_sync
-from tests.conftest import TOKEN
-from tests.rows import read_rows, without_bookkeeping
-from tests.test_cli import run_cli, sync_args
-from tests.test_pipeline import expected_table, settings_for, sync
+from tests.support.cli import run_cli, sync_args
+from tests.support.doubles import TOKEN
+from tests.support.oracle import expected_table
+from tests.support.rows import read_rows, without_bookkeeping
+from tests.support.runs import settings_for, sync
 
 VOLATILE = ("id", "started_at", "finished_at", "rate_limit_wait_seconds")
 

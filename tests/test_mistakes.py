@@ -15,15 +15,15 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import Engine, insert, inspect, select, text
 
-from etl.ops import cli
 from etl.database_url import mask_database_url
 from etl.fake import FakeApi
+from etl.ops import cli
 from etl.store.database import open_engine
 from etl.store.schema import sync_runs
-from tests.conftest import TOKEN
-from tests.databases import SERVERS
-from tests.rows import read_rows
-from tests.servers import free_port
+from tests.support.databases import SERVERS
+from tests.support.doubles import TOKEN
+from tests.support.rows import read_rows
+from tests.support.servers import free_port
 
 ACTIONS = 135  # the `world` fixture: 3 images x 45 actions
 

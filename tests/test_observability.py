@@ -18,10 +18,10 @@ from etl.store.load import upsert_actions
 from etl.store.schema import sync_runs
 from etl.sync.run import run_sync
 from etl.timeutil import utc_now
-from tests.conftest import TOKEN
-from tests.rows import read_rows
-from tests.test_cli import run_cli, sync_args
-from tests.test_pipeline import settings_for, sync
+from tests.support.cli import run_cli, sync_args
+from tests.support.doubles import TOKEN
+from tests.support.rows import read_rows
+from tests.support.runs import settings_for, sync
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -2,49 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import Engine
 
-from etl.config import Settings
-from etl.fake import FakeApi, Fault, World
-from etl.source.transform import flatten_action
+from etl.fake import FakeApi, Fault
 from etl.store.load import UpsertCounts
 from etl.store.schema import rejected_actions
-from etl.sync.run import RunResult, run_sync
-from tests.conftest import TOKEN, RecordingSleep
-from tests.rows import read_rows, without_bookkeeping
+from tests.support.oracle import expected_table
+from tests.support.rows import read_rows, without_bookkeeping
+from tests.support.runs import settings_for, sync
 
-
-def settings_for(api: FakeApi, database_url: str, **changes: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": database_url,
-        "api_url": api.url,
-        "images": tuple(api.world.actions),
-        "per_page": 20,
-        "token": TOKEN,
-        # The fake does not limit unless told to: let tests go at full speed.
-        "rate_limit_per_minute": 10**6,
-        "rate_limit_per_hour": 10**7,
-        **changes,
-    }
-    return Settings(**values)
-
-
-def expected_table(world: World) -> list[dict[str, Any]]:
-    """The rows a complete sync of ``world`` must leave, bookkeeping aside."""
-    rows = [
-        {**flatten_action(action, image_id=image), "missing_since": None}
-        for image, action in world.all_actions()
-    ]
-    return sorted(rows, key=lambda row: row["id"])
-
-
-def sync(
-    api: FakeApi, database_url: str, *, full: bool = False, dry_run: bool = False, **changes: Any
-) -> RunResult:
-    settings = settings_for(api, database_url, **changes)
-    return run_sync(settings, full=full, dry_run=dry_run, sleep=RecordingSleep())
+# tests/test_concurrency.py, which its owner is rewriting, still imports these two from here.
+__all__ = ["expected_table", "settings_for"]
 
 
 def test_run_sync_loads_the_whole_world(api: FakeApi, engine: Engine, database_url: str) -> None:

@@ -18,11 +18,12 @@ from etl.store.database import open_engine
 from etl.store.migrate import upgrade
 from etl.store.schema import image_actions, sync_runs
 from etl.sync.run import run_sync
-from tests.conftest import TOKEN
-from tests.rows import read_rows, without_bookkeeping
-from tests.servers import private_server, remount, tmpfs
-from tests.test_cli import run_cli, sync_args
-from tests.test_pipeline import expected_table, settings_for
+from tests.support.cli import run_cli, sync_args
+from tests.support.doubles import TOKEN
+from tests.support.oracle import expected_table
+from tests.support.rows import read_rows, without_bookkeeping
+from tests.support.runs import settings_for
+from tests.support.servers import private_server, remount, tmpfs
 
 
 def stored_per_image(engine: Engine) -> dict[int, int]:

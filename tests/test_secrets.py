@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
-from etl.ops import cli
 from etl.fake import FakeApi, Fault, World
-from tests.databases import fresh_database
-from tests.test_cli import run_cli, sync_args
+from etl.ops import cli
+from tests.support.cli import run_cli, sync_args
+from tests.support.databases import fresh_database
 
 SECRET = "dop_v1_RECOGNISABLE_SECRET_5f3a9c0e7b2d4a6f8e1c3b5d7f9a0c2e"
 PASSWORD = "Hunter2-db-password"

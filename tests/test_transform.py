@@ -8,7 +8,7 @@ import pytest
 
 from etl.errors import TransformError
 from etl.source.transform import content_hash, flatten_action, parse_timestamp
-from tests import spec
+from tests.support import spec
 
 REGION = {
     "name": "New York 3",
