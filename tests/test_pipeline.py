@@ -56,6 +56,25 @@ def test_run_sync_full_picks_up_a_world_change(
     assert changed["changed_at"] > changed["first_seen_at"]
 
 
+def test_run_sync_changes_content_hash_exactly_where_the_payload_changed(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    # The table oracle accepts any well-formed hash; this pins down what the hash must track.
+    sync(api, database_url)
+    before = {row["id"]: row["content_hash"] for row in read_rows(engine)}
+    running = next(a for _, a in api.world.all_actions() if a["status"] == "in-progress")
+    api.world.complete(running["id"])
+    added = api.world.add_actions(next(iter(api.world.actions)), 2)
+
+    sync(api, database_url, full=True)
+
+    after = {row["id"]: row["content_hash"] for row in read_rows(engine)}
+    changed = {i for i in before if after[i] != before[i]}
+    assert changed == {running["id"]}
+    assert set(after) - set(before) == {action["id"] for action in added}
+    assert len(set(after.values())) == len(after)  # no two payloads share a hash
+
+
 def test_run_sync_migrates_a_new_database_by_itself(api: FakeApi, database_url: str) -> None:
     # No `engine` fixture: the database is empty, as on a first cron run.
     run = sync(api, database_url)
