@@ -9,7 +9,6 @@ from typing import Any
 import yaml
 
 SPEC_PATH = Path(__file__).parents[1] / "data" / "openapi-image-actions.yaml"
-SHARED_SPEC_PATH = Path(__file__).parents[3] / "shared" / "do-api" / "openapi-image-actions.yaml"
 
 
 class _StringTimestamps(yaml.SafeLoader):
