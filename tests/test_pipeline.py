@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from etl.fake import FakeApi, Fault
+from etl.fake import FakeApi, Fault, World
+from etl.fake.server import ACTIONS_PATH
 from etl.store.load import UpsertCounts
 from etl.store.schema import rejected_actions
+from tests.support.doubles import TOKEN
 from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
 from tests.support.runs import settings_for, sync
@@ -105,25 +107,30 @@ def test_run_sync_marks_an_image_incomplete_when_meta_total_disagrees(
     assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
 
 
+class ShiftOnceApi(FakeApi):
+    """A fake whose listing gains ``count`` new actions once, just before page 2 is read."""
+
+    def __init__(self, world: World, count: int) -> None:
+        super().__init__(world, token=TOKEN)
+        self.count = count
+
+    def shift_pages(self, path: str, query: dict[str, str]) -> None:
+        """Push the new actions to the head before the first request for page 2."""
+        listing = ACTIONS_PATH.match(path)
+        if listing and self.count and query.get("page") == "2":
+            self.world.add_actions(int(listing[1]), self.count)
+            self.count = 0
+
+
 def test_run_sync_rescans_once_when_the_world_shifts_mid_scan(
-    api: FakeApi, engine: Engine, database_url: str
+    world: World, engine: Engine, database_url: str
 ) -> None:
-    image_id = next(iter(api.world.actions))
-    api.world.actions = {image_id: api.world.actions[image_id]}
+    image_id = next(iter(world.actions))
+    world.actions = {image_id: world.actions[image_id]}
     # After page 1 is served, two new actions are pushed to the head: page 2 repeats two
     # actions of page 1 and the last two are never seen in the first scan.
-    original = api.answer
-    pushed = []
-
-    def shifting(path: str, query: dict[str, str]) -> tuple[int, dict]:
-        answer = original(path, query)
-        if query.get("page") == "1" and not pushed:
-            pushed.extend(api.world.add_actions(image_id, 2))
-        return answer
-
-    api.answer = shifting  # type: ignore[method-assign]
-
-    run = sync(api, database_url)
+    with ShiftOnceApi(world, count=2) as api:
+        run = sync(api, database_url)
 
     image = run.images[0]
     assert (image.complete, image.received, image.total, image.pages) == (True, 47, 47, 6)
