@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from pathlib import Path
 
@@ -106,6 +107,27 @@ def test_incremental_falls_back_to_a_full_scan_when_order_is_not_newest_first(
     assert not run.images[0].stopped_early
     assert "not listed newest first; scanned fully" in caplog.text
     assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+
+
+def test_incremental_oldest_first_reads_past_a_first_page_with_nothing_new(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    # Oldest first, page 1 holds the oldest actions, so "nothing new on it" says nothing
+    # about later pages. The API forgets its two oldest actions as two new ones arrive:
+    # meta.total equals the rows stored, and only the order check can stop an early stop.
+    api.newest_first = False
+    image = next(iter(api.world.actions))
+    sync(api, database_url)
+    listed = api.world.actions[image]
+    forgotten = [(image, copy.deepcopy(action)) for action in listed[-2:]]
+    del listed[-2:]
+    added = api.world.add_actions(image, 2)
+
+    run = sync(api, database_url)
+
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world, also=forgotten)
+    assert not run.images[0].stopped_early
+    assert run.images[0].counts.inserted == len(added) == 2
 
 
 def clear(engine: Engine) -> None:
