@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from sqlalchemy.engine import URL, make_url
 
 from etl.fake import FakeApi, Fault, World
 from etl.ops import cli
+from etl.ops.logs import setup_logging
 from tests.support.cli import run_cli, sync_args
 from tests.support.databases import fresh_database
 
@@ -82,6 +85,24 @@ def test_an_unexpected_error_prints_a_redacted_traceback(
     assert "Traceback" in err
     assert "a bug that quotes the token ***" in err
     assert SECRET not in err
+
+
+def test_json_logs_blank_the_token_in_the_message_and_the_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    setup_logging(0, secrets=[SECRET], log_format="json")
+    logger = logging.getLogger("etl.test")
+
+    try:
+        raise RuntimeError(f"the server echoed Authorization: Bearer {SECRET}")
+    except RuntimeError:
+        logger.exception("a request with %s failed", SECRET)
+
+    err = capsys.readouterr().err
+    [entry] = [json.loads(line) for line in err.splitlines()]
+    assert SECRET not in err
+    assert (entry["level"], entry["message"]) == ("error", "a request with *** failed")
+    assert entry["exception"].endswith("RuntimeError: the server echoed Authorization: Bearer ***")
 
 
 @contextlib.contextmanager
