@@ -13,7 +13,7 @@ from etl.fake import FakeApi, World
 from etl.source.client import ApiClient
 from etl.store.database import open_engine
 from etl.store.migrate import upgrade
-from tests.support.databases import DIALECTS, fresh_database
+from tests.support.databases import DIALECT_PARAMS, fresh_database
 from tests.support.doubles import TOKEN, RecordingSleep
 
 # tests/test_concurrency.py, which its owner is rewriting, still imports TOKEN from here.
@@ -53,7 +53,7 @@ def client(api: FakeApi, sleep: RecordingSleep) -> Iterator[ApiClient]:
     client.close()
 
 
-@pytest.fixture(params=DIALECTS)
+@pytest.fixture(params=DIALECT_PARAMS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with fresh_database(request.param, tmp_path) as url:
         yield url

@@ -88,6 +88,7 @@ def test_cli_bad_database_url_is_one_clear_sentence(api: FakeApi, tmp_path: Path
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_never_prints_the_token(api: FakeApi, tmp_path: Path) -> None:
     api.faults.extend([Fault("status", 503), Fault("status", 401)])
     url = f"sqlite:///{tmp_path / 'x.db'}"
@@ -136,6 +137,7 @@ def test_alembic_upgrade_head_from_the_repo_root(tmp_path: Path) -> None:
     assert current_revision(open_engine(url)) == head_revision()
 
 
+@pytest.mark.slow
 def test_cli_demo_runs_without_a_token(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'demo.db'}"
 

@@ -88,18 +88,21 @@ def check_split(raw: Any) -> tuple[list, list]:
     return rows, rejected
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(raw=JSON)
 def test_split_page_never_raises_on_any_json(raw: Any) -> None:
     check_split(raw)
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(raw=ACTIONS)
 def test_split_page_never_raises_on_hostile_actions(raw: dict) -> None:
     check_split(raw)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(body=JSON)
 def test_page_parsers_never_raise(body: Any) -> None:

@@ -169,6 +169,7 @@ def change_world(world: World, change: str) -> None:
             world.complete(running[0]["id"])
 
 
+@pytest.mark.slow
 @settings(
     max_examples=15,
     deadline=None,

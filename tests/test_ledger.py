@@ -133,6 +133,7 @@ def test_ledger_records_a_deferred_run_when_the_budget_is_nearly_spent(
     assert "is below min_ratelimit_remaining 5" in row["error"]
 
 
+@pytest.mark.slow
 def test_cli_deferred_run_exits_5_and_the_next_run_carries_on(
     world: World, engine: Engine, database_url: str
 ) -> None:

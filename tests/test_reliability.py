@@ -143,6 +143,7 @@ def test_database_dying_mid_run_fails_cleanly_and_the_next_run_completes(
         engine.dispose()
 
 
+@pytest.mark.slow
 def test_read_only_sqlite_file_is_a_clear_error_and_loses_nothing(
     api: FakeApi, tmp_path: Path
 ) -> None:
@@ -161,6 +162,7 @@ def test_read_only_sqlite_file_is_a_clear_error_and_loses_nothing(
         assert len(read_rows(open_engine(url))) == 135
 
 
+@pytest.mark.slow
 def test_full_sqlite_disk_is_a_clear_error_and_the_next_run_completes(
     tmp_path: Path,
 ) -> None:

@@ -16,7 +16,7 @@ from etl.fake import FakeApi, Fault, World
 from etl.ops import cli
 from etl.ops.logs import setup_logging
 from tests.support.cli import run_cli, sync_args
-from tests.support.databases import fresh_database
+from tests.support.databases import SERVER_DIALECT_PARAMS, fresh_database
 
 SECRET = "dop_v1_RECOGNISABLE_SECRET_5f3a9c0e7b2d4a6f8e1c3b5d7f9a0c2e"
 PASSWORD = "Hunter2-db-password"
@@ -32,6 +32,7 @@ def outputs_never_show(secret: str, results: list, *paths: Path) -> None:
                 assert secret.encode() not in file.read_bytes(), file
 
 
+@pytest.mark.slow
 def test_the_token_never_appears_in_any_output_file_or_row(tmp_path: Path) -> None:
     world = World.generate(images=2, actions_per_image=30, seed=2)
     db = tmp_path / "s.db"
@@ -120,7 +121,7 @@ def mariadb_user(url: URL) -> Iterator[URL]:
         admin.dispose()
 
 
-@pytest.mark.parametrize("dialect", ["postgresql", "mariadb"])
+@pytest.mark.parametrize("dialect", SERVER_DIALECT_PARAMS)
 def test_database_passwords_are_masked_everywhere(
     dialect: str, tmp_path: Path, api: FakeApi
 ) -> None:
