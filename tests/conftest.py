@@ -13,19 +13,8 @@ from etl.fake import FakeApi, World
 from etl.source.client import ApiClient
 from etl.store.database import open_engine
 from etl.store.migrate import upgrade
-from tests.databases import DIALECTS, fresh_database
-
-TOKEN = "dop_v1_testtoken_0123456789abcdef0123456789abcdef"
-
-
-class RecordingSleep:
-    """A sleep that records how long it was asked to wait and returns at once."""
-
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.calls.append(seconds)
+from tests.support.databases import DIALECT_PARAMS, fresh_database
+from tests.support.doubles import TOKEN, RecordingSleep
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +50,7 @@ def client(api: FakeApi, sleep: RecordingSleep) -> Iterator[ApiClient]:
     client.close()
 
 
-@pytest.fixture(params=DIALECTS)
+@pytest.fixture(params=DIALECT_PARAMS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with fresh_database(request.param, tmp_path) as url:
         yield url

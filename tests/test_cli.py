@@ -18,40 +18,13 @@ from etl.fake import FakeApi, Fault
 from etl.ops.cli import build_parser
 from etl.store.database import open_engine
 from etl.store.migrate import current_revision, head_revision
-from tests.conftest import TOKEN
-from tests.rows import read_rows, without_bookkeeping
-from tests.test_pipeline import expected_table
+from tests.support.cli import run_cli, sync_args
+from tests.support.doubles import TOKEN
+from tests.support.oracle import expected_table
+from tests.support.rows import read_rows, without_bookkeeping
+from tests.support.servers import free_port
 
 README = Path(__file__).parents[1] / "README.md"
-
-
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    environ = {**os.environ, "DIGITALOCEAN_ACCESS_TOKEN": TOKEN, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "etl", *args],
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def sync_args(api: FakeApi, database_url: str, *extra: str) -> list[str]:
-    images = [arg for image in api.world.actions for arg in ("--image", str(image))]
-    return [
-        "sync",
-        "--api-url",
-        api.url,
-        "--database-url",
-        database_url,
-        "--per-page",
-        "20",
-        *images,
-        *extra,
-    ]
 
 
 def test_cli_sync_prints_a_line_per_image_and_a_total(api: FakeApi, database_url: str) -> None:
@@ -115,6 +88,7 @@ def test_cli_bad_database_url_is_one_clear_sentence(api: FakeApi, tmp_path: Path
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_never_prints_the_token(api: FakeApi, tmp_path: Path) -> None:
     api.faults.extend([Fault("status", 503), Fault("status", 401)])
     url = f"sqlite:///{tmp_path / 'x.db'}"
@@ -163,6 +137,7 @@ def test_alembic_upgrade_head_from_the_repo_root(tmp_path: Path) -> None:
     assert current_revision(open_engine(url)) == head_revision()
 
 
+@pytest.mark.slow
 def test_cli_demo_runs_without_a_token(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'demo.db'}"
 
@@ -234,8 +209,6 @@ def test_cli_sync_killed_midway_then_rerun_equals_an_uninterrupted_run(
 
 
 def test_cli_unreachable_api_is_one_sentence_and_stops_the_run(tmp_path: Path) -> None:
-    from tests.servers import free_port
-
     port = free_port()  # nothing listens there
     result = run_cli(
         "sync", "--api-url", f"http://127.0.0.1:{port}", "--database-url",

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.metadata import version
+
 import pytest
 
 from etl.errors import ApiError, AuthError, NotFoundError, RetryableApiError
 from etl.fake import FakeApi, Fault
 from etl.source.client import ApiClient
-from tests.conftest import TOKEN, RecordingSleep
+from tests.support.doubles import TOKEN, RecordingSleep
 
 
 def actions_url(api: FakeApi) -> str:
@@ -146,10 +151,53 @@ def test_get_json_fails_at_once_on_fatal_status(
     assert sleep.calls == []
 
 
+class HeaderRecordingServer:
+    """A loopback server that answers every GET with an empty action list and keeps its headers.
+
+    The fake API records only whether a request was authorized; this shows what was sent.
+    """
+
+    def __init__(self) -> None:
+        self.headers: list[dict[str, str]] = []
+        seen = self.headers
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append(dict(self.headers.items()))
+                body = json.dumps({"actions": [], "meta": {"total": 0}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Stay quiet."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> HeaderRecordingServer:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 def test_get_json_sends_bearer_token_and_user_agent(api: FakeApi, client: ApiClient) -> None:
     client.get_json(actions_url(api))
 
     assert api.served[0].authorized
+    with HeaderRecordingServer() as server:
+        seen = ApiClient(base_url=server.url, token=TOKEN, sleep=RecordingSleep())
+        seen.get_json(f"{server.url}/v2/images/1/actions")
+        seen.close()
+    [headers] = server.headers
+    assert headers["Authorization"] == f"Bearer {TOKEN}"
+    # The version as installed, not as the client module spells it.
+    assert headers["User-Agent"] == f"do-image-actions/{version('do-image-actions')}"
 
 
 def test_get_json_with_a_wrong_token_is_an_auth_error(api: FakeApi, sleep: RecordingSleep) -> None:

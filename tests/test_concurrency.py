@@ -10,9 +10,10 @@ from sqlalchemy import Engine
 from etl.fake import FakeApi, World
 from etl.sync.ratelimit import RateLimiter
 from etl.sync.run import run_sync
-from tests.conftest import TOKEN
-from tests.rows import read_rows, without_bookkeeping
-from tests.test_pipeline import expected_table, settings_for
+from tests.support.doubles import TOKEN
+from tests.support.oracle import expected_table
+from tests.support.rows import read_rows, without_bookkeeping
+from tests.support.runs import settings_for
 
 
 def test_rate_limiter_bursts_to_the_limit_then_keeps_its_pace() -> None:

@@ -9,6 +9,7 @@ from etl.fake import FakeApi
 from etl.fake.server import LAST_PAGE_SHAPES
 from etl.source.client import ApiClient
 from etl.source.extract import iter_image_action_pages, next_link
+from tests.support.servers import free_port
 
 
 def first_image(api: FakeApi) -> int:
@@ -94,6 +95,28 @@ def test_iter_image_action_pages_refuses_a_foreign_next_link(
     with pytest.raises(PaginationError, match="refusing to follow it"):
         list(iter_image_action_pages(client, first_image(api), per_page=20))
 
+    assert len(api.served) == 1
+
+
+def test_iter_image_action_pages_refuses_a_next_link_to_another_port_itself(
+    api: FakeApi, client: ApiClient
+) -> None:
+    # The client's origin check would refuse it too; the paging guard must not lean on that.
+    image_id = first_image(api)
+    other = f"127.0.0.1:{free_port()}"
+    api.next_link_override = lambda image_id, page, per_page, base: (
+        f"http://{other}/v2/images/{image_id}/actions?page=2&per_page={per_page}"
+    )
+
+    with pytest.raises(PaginationError) as caught:
+        list(iter_image_action_pages(client, image_id, per_page=20))
+
+    assert type(caught.value) is PaginationError
+    assert str(caught.value) == (
+        f"image {image_id} page 1: the next link points to {other}/v2/images/{image_id}/actions,"
+        f" not /v2/images/{image_id}/actions on {api.url}; refusing to follow it so the token "
+        "stays with the API"
+    )
     assert len(api.served) == 1
 
 

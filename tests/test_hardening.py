@@ -12,14 +12,11 @@ from sqlalchemy import Engine
 from etl.fake import FakeApi, Fault
 from etl.ops.cli import main
 from etl.store.schema import image_actions, image_sync_state, sync_runs
-from etl.sync.run import RunResult, run_sync
-from tests.conftest import TOKEN, RecordingSleep
-from tests.rows import read_rows, without_bookkeeping
-from tests.test_pipeline import expected_table, settings_for
-
-
-def sync(api: FakeApi, database_url: str, *, full: bool = False, **changes: Any) -> RunResult:
-    return run_sync(settings_for(api, database_url, **changes), full=full, sleep=RecordingSleep())
+from etl.sync.run import run_sync
+from tests.support.doubles import TOKEN, RecordingSleep
+from tests.support.oracle import expected_table
+from tests.support.rows import read_rows, without_bookkeeping
+from tests.support.runs import settings_for, sync
 
 
 def first_image(api: FakeApi) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,14 +14,14 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, delete
 
 from etl.errors import ApiError
-from etl.fake import FakeApi
+from etl.fake import FakeApi, World
 from etl.source.client import ApiClient
 from etl.source.extract import iter_image_action_pages, next_link, parse_total
 from etl.store.load import upsert_actions
 from etl.store.schema import image_actions
 from etl.sync.image_scan import split_page
-from tests.conftest import TOKEN
-from tests.rows import read_rows
+from tests.support.doubles import TOKEN
+from tests.support.rows import read_rows
 
 NASTY_TEXT = st.sampled_from(
     ["", " ", "in-progress", "ünïcødé ✓", "😀" * 10, "x" * 255, "x" * 256, "\x00", "a\x00b",
@@ -87,18 +88,21 @@ def check_split(raw: Any) -> tuple[list, list]:
     return rows, rejected
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(raw=JSON)
 def test_split_page_never_raises_on_any_json(raw: Any) -> None:
     check_split(raw)
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(raw=ACTIONS)
 def test_split_page_never_raises_on_hostile_actions(raw: dict) -> None:
     check_split(raw)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(body=JSON)
 def test_page_parsers_never_raise(body: Any) -> None:
@@ -108,13 +112,32 @@ def test_page_parsers_never_raise(body: Any) -> None:
         assert total is None or (isinstance(total, int) and total >= 0)
 
 
+class OneBodyApi(FakeApi):
+    """A fake that answers every authorized GET with ``body``, whatever was asked."""
+
+    def __init__(self) -> None:
+        super().__init__(World(), token=TOKEN)
+        self.body: Any = None
+
+    def answer(self, path: str, query: dict[str, str]) -> tuple[int, Any]:
+        """Return ``body`` as a 200 answer."""
+        return 200, self.body
+
+
+@pytest.fixture
+def one_body_api() -> Iterator[OneBodyApi]:
+    with OneBodyApi() as fake:
+        yield fake
+
+
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(body=JSON | st.fixed_dictionaries({"actions": st.lists(ACTIONS, max_size=3)}, optional={
     "links": JSON, "meta": JSON}))  # fmt: skip
-def test_pages_over_http_are_pages_or_clear_errors(api: FakeApi, body: Any) -> None:
-    api.answer = lambda path, query: (200, body)  # type: ignore[method-assign,assignment,return-value]
+def test_pages_over_http_are_pages_or_clear_errors(one_body_api: OneBodyApi, body: Any) -> None:
+    api = one_body_api
+    api.body = body
     client = ApiClient(base_url=api.url, token=TOKEN, max_attempts=1)
     message = None
     try:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
+import requests
 
 from etl.errors import (
     ApiError,
@@ -22,7 +24,9 @@ from etl.source.extract import iter_image_action_pages
 from etl.source.gate import OpenGate
 from etl.sync.coordinator import Coordinator
 from etl.sync.ratelimit import RateLimiter
-from tests.conftest import TOKEN, RecordingSleep
+from tests.support.doubles import TOKEN, RecordingSleep
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def image_of(api: FakeApi) -> int:
@@ -78,13 +82,20 @@ def test_a_dripped_body_times_out_within_the_request_deadline(api: FakeApi) -> N
     client = ApiClient(
         base_url=api.url, token=TOKEN, timeout=0.5, max_attempts=2, sleep=RecordingSleep()
     )
+    page_bytes = len(requests.get(actions_url(api), headers=AUTH, timeout=5).content)
+    api.served.clear()
     api.faults.extend([Fault("drip", seconds=0.05), Fault("drip", seconds=0.05)])
     started = time.monotonic()
 
     with pytest.raises(ApiUnreachableError, match="timed out on every attempt"):
         client.get_json(actions_url(api))
 
-    assert time.monotonic() - started < 2.5  # 2 attempts of 0.5 s; a drip alone takes minutes
+    took = time.monotonic() - started
+    assert len(api.served) == 2  # both attempts cut off, each by its own deadline
+    # Two deadlines of 0.5 s; dripping the page whole takes minutes. The bound sits far
+    # from both, so a loaded machine cannot make it flaky.
+    assert page_bytes * 0.05 > 300
+    assert took < 30
     client.close()
 
 
@@ -191,26 +202,48 @@ def test_a_404_that_is_not_the_apis_own_does_not_mark_the_image_gone(
     assert not isinstance(caught.value, NotFoundError)
 
 
+def stop_once(stop: threading.Event, condition: Callable[[], bool]) -> list[float]:
+    """Set ``stop`` from another thread as soon as ``condition()`` holds; return when, in a list.
+
+    The stop is tied to what the fake saw, not to a timer that may fire too early.
+    """
+    stopped_at: list[float] = []
+
+    def watch() -> None:
+        deadline = time.monotonic() + 30
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        stopped_at.append(time.monotonic())
+        stop.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return stopped_at
+
+
+# Far below the 20 s stall and the 60 s retry wait, far above a loaded machine's jitter.
+STOP_WITHIN = 5.0
+
+
 def test_a_stop_ends_a_request_in_flight_and_a_retry_wait(api: FakeApi) -> None:
     stop = threading.Event()
     client = ApiClient(base_url=api.url, token=TOKEN, timeout=30, gate=OpenGate(stop))
     api.faults.append(Fault("stall", seconds=20))
-    threading.Timer(0.3, stop.set).start()
-    started = time.monotonic()
+    stopped_at = stop_once(stop, lambda: len(api.served) == 1)  # the request is in flight
 
     with pytest.raises(RunInterrupted):
         client.get_json(actions_url(api))
 
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - stopped_at[0] < STOP_WITHIN
+    assert len(api.served) == 1
     stop.clear()
     api.faults.append(Fault("status", 429, headers={"retry-after": "60"}))
-    threading.Timer(0.3, stop.set).start()
-    started = time.monotonic()
+    stopped_at = stop_once(stop, lambda: api.served[-1].status == 429)  # now it waits 60 s
 
     with pytest.raises(RunInterrupted):
         client.get_json(actions_url(api))
 
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - stopped_at[0] < STOP_WITHIN
+    assert [entry.status for entry in api.served] == [0, 429]
     client.close()
 
 

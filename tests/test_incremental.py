@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from pathlib import Path
 
@@ -14,9 +15,10 @@ from sqlalchemy import Engine, delete
 from etl.fake import FakeApi, World
 from etl.store.schema import image_actions, image_sync_state, rejected_actions, sync_lock, sync_runs
 from etl.sync.run import run_sync
-from tests.conftest import TOKEN
-from tests.rows import read_rows, without_bookkeeping
-from tests.test_pipeline import expected_table, settings_for, sync
+from tests.support.doubles import TOKEN
+from tests.support.oracle import expected_table
+from tests.support.rows import read_rows, without_bookkeeping
+from tests.support.runs import settings_for, sync
 
 
 class Crash(BaseException):
@@ -107,6 +109,27 @@ def test_incremental_falls_back_to_a_full_scan_when_order_is_not_newest_first(
     assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
 
 
+def test_incremental_oldest_first_reads_past_a_first_page_with_nothing_new(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    # Oldest first, page 1 holds the oldest actions, so "nothing new on it" says nothing
+    # about later pages. The API forgets its two oldest actions as two new ones arrive:
+    # meta.total equals the rows stored, and only the order check can stop an early stop.
+    api.newest_first = False
+    image = next(iter(api.world.actions))
+    sync(api, database_url)
+    listed = api.world.actions[image]
+    forgotten = [(image, copy.deepcopy(action)) for action in listed[-2:]]
+    del listed[-2:]
+    added = api.world.add_actions(image, 2)
+
+    run = sync(api, database_url)
+
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world, also=forgotten)
+    assert not run.images[0].stopped_early
+    assert run.images[0].counts.inserted == len(added) == 2
+
+
 def clear(engine: Engine) -> None:
     with engine.begin() as conn:
         for table in (rejected_actions, image_sync_state, sync_runs, sync_lock, image_actions):
@@ -146,6 +169,7 @@ def change_world(world: World, change: str) -> None:
             world.complete(running[0]["id"])
 
 
+@pytest.mark.slow
 @settings(
     max_examples=15,
     deadline=None,

@@ -14,15 +14,17 @@ import pytest
 from sqlalchemy import Engine
 
 from etl import __version__
+from etl.errors import LockedOutError
 from etl.fake import FakeApi, World
 from etl.store.lock import SyncLock
 from etl.store.migrate import head_revision
 from etl.store.schema import image_sync_state, sync_runs
 from etl.sync.run import run_sync
-from tests.conftest import TOKEN
-from tests.rows import read_rows, without_bookkeeping
-from tests.test_cli import run_cli, sync_args
-from tests.test_pipeline import expected_table, settings_for, sync
+from tests.support.cli import run_cli, sync_args
+from tests.support.doubles import TOKEN
+from tests.support.oracle import expected_table
+from tests.support.rows import read_rows, without_bookkeeping
+from tests.support.runs import settings_for, sync
 
 VOLATILE = ("id", "started_at", "finished_at", "rate_limit_wait_seconds")
 
@@ -75,7 +77,10 @@ def test_ledger_records_a_succeeded_run(api: FakeApi, engine: Engine, database_u
     assert [(s["image_id"], s["last_meta_total"], s["gone"], s["last_error"]) for s in states] == [
         (image_id, 45, False, None) for image_id in api.world.actions
     ]
-    assert all(s["last_success_at"] == row["finished_at"] or s["last_success_at"] for s in states)
+    # Saved in one batch after the images finished and before the run closed.
+    assert [s["last_success_at"] for s in states] == [s["last_attempt_at"] for s in states]
+    assert all(row["started_at"] <= s["last_success_at"] <= row["finished_at"] for s in states)
+    assert len({s["last_success_at"] for s in states}) == 1
 
 
 def test_ledger_records_a_partial_run_and_a_gone_image(
@@ -128,6 +133,7 @@ def test_ledger_records_a_deferred_run_when_the_budget_is_nearly_spent(
     assert "is below min_ratelimit_remaining 5" in row["error"]
 
 
+@pytest.mark.slow
 def test_cli_deferred_run_exits_5_and_the_next_run_carries_on(
     world: World, engine: Engine, database_url: str
 ) -> None:
@@ -187,6 +193,25 @@ time.sleep(60)
 """
 
 
+def wait_until_the_server_lock_is_free(engine: Engine, seconds: float = 30) -> None:
+    """Return once PostgreSQL or MariaDB has freed a killed session's lock (SQLite has none).
+
+    The server frees it only when it notices the closed socket: poll, with a deadline.
+    """
+    probe = SyncLock(engine, host="probe", pid=0)
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            probe.acquire_server_lock()
+        except LockedOutError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the server still held the dead session's lock after {seconds} s")
+            time.sleep(0.01)
+        else:
+            probe.release()
+            return
+
+
 def test_a_lock_left_by_a_killed_process_is_taken_over(
     api: FakeApi, engine: Engine, database_url: str
 ) -> None:
@@ -200,7 +225,7 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(
     holder.send_signal(signal.SIGKILL)
     holder.wait(timeout=10)
     holder.stdout.close()
-    time.sleep(0.2)  # let the server notice the dead session
+    wait_until_the_server_lock_is_free(engine)
 
     assert sync(api, database_url).outcome == "succeeded"
 
@@ -208,7 +233,6 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(
 def test_sqlite_lease_expired_or_dead_holder_is_taken_over(tmp_path: Any) -> None:
     from datetime import timedelta
 
-    from etl.errors import LockedOutError
     from etl.store.database import open_engine
     from etl.store.migrate import upgrade
     from etl.timeutil import utc_now

@@ -8,7 +8,7 @@ from sqlalchemy import Engine, text
 
 from etl.source.transform import flatten_action
 from etl.store.load import UpsertCounts, upsert_actions
-from tests.rows import read_rows
+from tests.support.rows import read_rows
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 T1 = datetime(2026, 11, 1, 12, 5, 30, 250000, tzinfo=UTC)

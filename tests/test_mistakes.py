@@ -20,10 +20,10 @@ from etl.fake import FakeApi
 from etl.ops import cli
 from etl.store.database import open_engine
 from etl.store.schema import sync_runs
-from tests.conftest import TOKEN
-from tests.databases import SERVERS
-from tests.rows import read_rows
-from tests.servers import free_port
+from tests.support.databases import SERVER_DIALECT_PARAMS, SERVERS
+from tests.support.doubles import TOKEN
+from tests.support.rows import read_rows
+from tests.support.servers import free_port
 
 ACTIONS = 135  # the `world` fixture: 3 images x 45 actions
 
@@ -214,7 +214,7 @@ def test_reading_where_no_sync_ever_ran_creates_nothing(
         assert table_names(database_url) == []
 
 
-@pytest.mark.parametrize("dialect", ["postgresql", "mariadb"])
+@pytest.mark.parametrize("dialect", SERVER_DIALECT_PARAMS)
 def test_reading_a_database_the_server_does_not_have(
     capsys: pytest.CaptureFixture[str], dialect: str
 ) -> None:

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
@@ -18,10 +19,10 @@ from etl.store.load import upsert_actions
 from etl.store.schema import sync_runs
 from etl.sync.run import run_sync
 from etl.timeutil import utc_now
-from tests.conftest import TOKEN
-from tests.rows import read_rows
-from tests.test_cli import run_cli, sync_args
-from tests.test_pipeline import settings_for, sync
+from tests.support.cli import run_cli, sync_args
+from tests.support.doubles import TOKEN
+from tests.support.rows import read_rows
+from tests.support.runs import settings_for, sync
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -81,6 +82,7 @@ def test_metrics_file_in_a_missing_folder_is_a_clear_error(api: FakeApi, tmp_pat
     assert "metrics_file /nonexistent/m.prom cannot be written" in result.stderr
 
 
+@pytest.mark.slow
 def test_status_exit_codes(api: FakeApi, engine: Engine, database_url: str) -> None:
     def status(*args: str) -> tuple[int, str]:
         result = run_cli("status", "--database-url", database_url, *args)
@@ -181,6 +183,7 @@ def test_report_on_a_known_data_set(engine: Engine) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_report_cli_formats(engine: Engine, database_url: str) -> None:
     load_known(engine)
     base = ("report", "--database-url", database_url)

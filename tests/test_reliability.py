@@ -18,11 +18,12 @@ from etl.store.database import open_engine
 from etl.store.migrate import upgrade
 from etl.store.schema import image_actions, sync_runs
 from etl.sync.run import run_sync
-from tests.conftest import TOKEN
-from tests.rows import read_rows, without_bookkeeping
-from tests.servers import private_server, remount, tmpfs
-from tests.test_cli import run_cli, sync_args
-from tests.test_pipeline import expected_table, settings_for
+from tests.support.cli import run_cli, sync_args
+from tests.support.doubles import TOKEN
+from tests.support.oracle import expected_table
+from tests.support.rows import read_rows, without_bookkeeping
+from tests.support.runs import settings_for
+from tests.support.servers import private_server, remount, tmpfs
 
 
 def stored_per_image(engine: Engine) -> dict[int, int]:
@@ -142,6 +143,7 @@ def test_database_dying_mid_run_fails_cleanly_and_the_next_run_completes(
         engine.dispose()
 
 
+@pytest.mark.slow
 def test_read_only_sqlite_file_is_a_clear_error_and_loses_nothing(
     api: FakeApi, tmp_path: Path
 ) -> None:
@@ -160,6 +162,7 @@ def test_read_only_sqlite_file_is_a_clear_error_and_loses_nothing(
         assert len(read_rows(open_engine(url))) == 135
 
 
+@pytest.mark.slow
 def test_full_sqlite_disk_is_a_clear_error_and_the_next_run_completes(
     tmp_path: Path,
 ) -> None:

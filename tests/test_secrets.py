@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +14,9 @@ from sqlalchemy.engine import URL, make_url
 
 from etl.fake import FakeApi, Fault, World
 from etl.ops import cli
-from tests.databases import fresh_database
-from tests.test_cli import run_cli, sync_args
+from etl.ops.logs import setup_logging
+from tests.support.cli import run_cli, sync_args
+from tests.support.databases import SERVER_DIALECT_PARAMS, fresh_database
 
 SECRET = "dop_v1_RECOGNISABLE_SECRET_5f3a9c0e7b2d4a6f8e1c3b5d7f9a0c2e"
 PASSWORD = "Hunter2-db-password"
@@ -29,6 +32,7 @@ def outputs_never_show(secret: str, results: list, *paths: Path) -> None:
                 assert secret.encode() not in file.read_bytes(), file
 
 
+@pytest.mark.slow
 def test_the_token_never_appears_in_any_output_file_or_row(tmp_path: Path) -> None:
     world = World.generate(images=2, actions_per_image=30, seed=2)
     db = tmp_path / "s.db"
@@ -84,6 +88,24 @@ def test_an_unexpected_error_prints_a_redacted_traceback(
     assert SECRET not in err
 
 
+def test_json_logs_blank_the_token_in_the_message_and_the_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    setup_logging(0, secrets=[SECRET], log_format="json")
+    logger = logging.getLogger("etl.test")
+
+    try:
+        raise RuntimeError(f"the server echoed Authorization: Bearer {SECRET}")
+    except RuntimeError:
+        logger.exception("a request with %s failed", SECRET)
+
+    err = capsys.readouterr().err
+    [entry] = [json.loads(line) for line in err.splitlines()]
+    assert SECRET not in err
+    assert (entry["level"], entry["message"]) == ("error", "a request with *** failed")
+    assert entry["exception"].endswith("RuntimeError: the server echoed Authorization: Bearer ***")
+
+
 @contextlib.contextmanager
 def mariadb_user(url: URL) -> Iterator[URL]:
     """Yield ``url`` for a new user with PASSWORD (MariaDB checks passwords); drop it after."""
@@ -99,7 +121,7 @@ def mariadb_user(url: URL) -> Iterator[URL]:
         admin.dispose()
 
 
-@pytest.mark.parametrize("dialect", ["postgresql", "mariadb"])
+@pytest.mark.parametrize("dialect", SERVER_DIALECT_PARAMS)
 def test_database_passwords_are_masked_everywhere(
     dialect: str, tmp_path: Path, api: FakeApi
 ) -> None:

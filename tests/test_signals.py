@@ -16,11 +16,11 @@ from etl.fake import FakeApi, Fault
 from etl.store.database import open_engine
 from etl.store.migrate import upgrade
 from etl.store.schema import sync_lock, sync_runs
-from tests.conftest import TOKEN
-from tests.databases import fresh_database
-from tests.rows import read_rows, without_bookkeeping
-from tests.test_cli import run_cli, sync_args
-from tests.test_pipeline import expected_table
+from tests.support.cli import run_cli, sync_args
+from tests.support.databases import DIALECT_PARAMS, fresh_database
+from tests.support.doubles import TOKEN
+from tests.support.oracle import expected_table
+from tests.support.rows import read_rows, without_bookkeeping
 
 STOP_WITHIN = 2.0
 
@@ -96,7 +96,7 @@ def test_a_signal_ends_the_run_within_two_seconds_as_interrupted(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dialect", ["sqlite", "postgresql", "mariadb"])
+@pytest.mark.parametrize("dialect", DIALECT_PARAMS)
 def test_after_a_sigterm_the_next_run_completes_the_table(
     api: FakeApi, tmp_path: Path, dialect: str
 ) -> None:

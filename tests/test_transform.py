@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from etl.errors import TransformError
 from etl.source.transform import content_hash, flatten_action, parse_timestamp
-from tests import spec
+from tests.support import spec
 
 REGION = {
     "name": "New York 3",
@@ -112,10 +113,15 @@ def test_flatten_action_keeps_unknown_fields_in_payload() -> None:
 def test_content_hash_changes_with_status_and_image_but_not_key_order() -> None:
     flipped = {**TYPICAL, "status": "errored"}
     reordered = dict(reversed(list(TYPICAL.items())))
+    region_changed = {**TYPICAL, "region": {**REGION, "available": False}}
+    field_added = {**TYPICAL, "brand_new_field": None}
 
     assert content_hash(TYPICAL, 1) != content_hash(flipped, 1)
     assert content_hash(TYPICAL, 1) != content_hash(TYPICAL, 2)
     assert content_hash(TYPICAL, 1) == content_hash(reordered, 1)
+    assert content_hash(TYPICAL, 1) != content_hash(region_changed, 1)  # nested fields count
+    assert content_hash(TYPICAL, 1) != content_hash(field_added, 1)  # so do unknown ones
+    assert content_hash(TYPICAL, 1) == content_hash(copy.deepcopy(TYPICAL), 1)
 
 
 @pytest.mark.parametrize(

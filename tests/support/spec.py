@@ -8,8 +8,7 @@ from typing import Any
 
 import yaml
 
-SPEC_PATH = Path(__file__).parent / "data" / "openapi-image-actions.yaml"
-SHARED_SPEC_PATH = Path(__file__).parents[2] / "shared" / "do-api" / "openapi-image-actions.yaml"
+SPEC_PATH = Path(__file__).parents[1] / "data" / "openapi-image-actions.yaml"
 
 
 class _StringTimestamps(yaml.SafeLoader):

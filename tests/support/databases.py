@@ -26,7 +26,13 @@ START_HINTS = {
     "postgresql": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
     "mariadb": "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd",
 }
-DIALECTS = ("sqlite", "postgresql", "mariadb")
+# The fast tier (-m "not slow") runs SQLite only; the servers' dialects run in the full suite.
+DIALECT_PARAMS = [
+    pytest.param("sqlite"),
+    pytest.param("postgresql", marks=pytest.mark.slow),
+    pytest.param("mariadb", marks=pytest.mark.slow),
+]
+SERVER_DIALECT_PARAMS = DIALECT_PARAMS[1:]
 
 
 @contextmanager

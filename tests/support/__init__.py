@@ -1,0 +1,1 @@
+"""Helpers the tests share: doubles, databases, servers, the oracle; fixtures stay in conftest."""
