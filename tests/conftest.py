@@ -15,6 +15,7 @@ from etl.store.database import open_engine
 from etl.store.migrate import upgrade
 from tests.support.databases import DIALECT_PARAMS, fresh_database
 from tests.support.doubles import TOKEN, RecordingSleep
+from tests.support.scripted import ScriptedApi
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +35,7 @@ def world() -> World:
 
 @pytest.fixture
 def api(world: World) -> Iterator[FakeApi]:
-    with FakeApi(world, token=TOKEN) as fake:
+    with ScriptedApi(world, token=TOKEN) as fake:
         yield fake
 
 

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from etl.fake import FakeApi, Fault
+from etl.fake import FakeApi
 from etl.ops.cli import build_parser
 from etl.store.database import open_engine
 from etl.store.migrate import current_revision, head_revision
 from tests.support.cli import run_cli, sync_args
 from tests.support.doubles import TOKEN
+from tests.support.faults import Fault
 from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
 from tests.support.servers import free_port

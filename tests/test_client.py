@@ -10,9 +10,10 @@ from importlib.metadata import version
 import pytest
 
 from etl.errors import ApiError, AuthError, NotFoundError, RetryableApiError
-from etl.fake import FakeApi, Fault
+from etl.fake import FakeApi
 from etl.source.client import ApiClient
 from tests.support.doubles import TOKEN, RecordingSleep
+from tests.support.faults import Fault
 
 
 def actions_url(api: FakeApi) -> str:

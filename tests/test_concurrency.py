@@ -14,6 +14,7 @@ from tests.support.doubles import TOKEN
 from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
 from tests.support.runs import settings_for
+from tests.support.scripted import ScriptedApi
 
 
 def test_rate_limiter_bursts_to_the_limit_then_keeps_its_pace() -> None:
@@ -59,7 +60,7 @@ def test_workers_under_an_enforced_limit_get_no_429_and_use_the_rate(
 ) -> None:
     world = World.generate(images=40, actions_per_image=3, seed=4)
     limit, window = 10, 1.0  # "250 a minute", scaled down to 10 a second
-    with FakeApi(
+    with ScriptedApi(
         world, token=TOKEN, latency=0.05, enforce_limits=True, minute_limit=limit,
         minute_window=window,
     ) as api:  # fmt: skip

@@ -12,10 +12,11 @@ import requests
 from jsonschema.exceptions import ValidationError
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
-from etl.fake import FakeApi, Fault
+from etl.fake import FakeApi
 from etl.fake.server import LAST_PAGE_SHAPES
 from tests.support import spec
 from tests.support.doubles import TOKEN
+from tests.support.faults import Fault
 
 ACTIONS = "/v2/images/{image_id}/actions"
 

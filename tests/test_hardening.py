@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from etl.fake import FakeApi, Fault
+from etl.fake import FakeApi
 from etl.ops.cli import main
 from etl.store.schema import image_actions, image_sync_state, sync_runs
 from etl.sync.run import run_sync
 from tests.support.doubles import TOKEN, RecordingSleep
+from tests.support.faults import Fault
 from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
 from tests.support.runs import settings_for, sync
@@ -344,3 +345,18 @@ def test_an_action_that_moved_is_never_marked_missing_whatever_the_image_order(
     for order in ((second, first), (first, second), (second, first)):
         sync(api, database_url, full=True, workers=1, images=order)
         assert rows_of(engine, first)[moved["id"]]["missing_since"] is None, order
+
+
+def test_an_oldest_first_listing_never_skips_a_known_first_page(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    api.newest_first = False
+    image = first_image(api)
+    sync(api, database_url, images=(image,))
+    api.world.actions[image].pop(0)  # the API drops its newest action, listed last...
+    [new] = api.world.add_actions(image, 1)  # ...and lists a new one: page 1, total the same
+
+    run = sync(api, database_url, images=(image,))
+
+    assert run.outcome == "succeeded"
+    assert new["id"] in rows_of(engine, image)

@@ -18,13 +18,14 @@ from etl.errors import (
     ResponseTooLargeError,
     RunInterrupted,
 )
-from etl.fake import FakeApi, Fault
+from etl.fake import FakeApi
 from etl.source.client import ApiClient
 from etl.source.extract import iter_image_action_pages
 from etl.source.gate import OpenGate
 from etl.sync.coordinator import Coordinator
 from etl.sync.ratelimit import RateLimiter
 from tests.support.doubles import TOKEN, RecordingSleep
+from tests.support.faults import Fault
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

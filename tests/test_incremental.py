@@ -19,6 +19,7 @@ from tests.support.doubles import TOKEN
 from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
 from tests.support.runs import settings_for, sync
+from tests.support.scripted import ScriptedApi
 
 
 class Crash(BaseException):
@@ -37,7 +38,7 @@ def crash_after(pages: int):
 
 
 def full_sync_requests(world: World, tmp_path: Path) -> int:
-    with FakeApi(world, token=TOKEN) as api:
+    with ScriptedApi(world, token=TOKEN) as api:
         return sync(api, f"sqlite:///{tmp_path / 'full.db'}", full=True).requests
 
 
@@ -181,7 +182,7 @@ def test_after_any_interrupted_runs_an_incremental_run_equals_a_full_sync(
 ) -> None:
     clear(engine)
     world = make_world()
-    with FakeApi(world, token=TOKEN) as api:
+    with ScriptedApi(world, token=TOKEN) as api:
         for mode, crash_at, change in steps:
             change_world(world, change)
             on_page = crash_after(crash_at) if crash_at is not None else None

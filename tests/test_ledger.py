@@ -25,6 +25,7 @@ from tests.support.doubles import TOKEN
 from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
 from tests.support.runs import settings_for, sync
+from tests.support.scripted import ScriptedApi
 
 VOLATILE = ("id", "started_at", "finished_at", "rate_limit_wait_seconds")
 
@@ -119,7 +120,7 @@ def test_ledger_records_a_failed_run_without_the_token(
 def test_ledger_records_a_deferred_run_when_the_budget_is_nearly_spent(
     world: World, engine: Engine, database_url: str
 ) -> None:
-    with FakeApi(world, token=TOKEN, hourly_limit=10) as api:
+    with ScriptedApi(world, token=TOKEN, hourly_limit=10) as api:
         run = sync(api, database_url, min_ratelimit_remaining=5)
 
         served = len(api.served)
@@ -137,7 +138,7 @@ def test_ledger_records_a_deferred_run_when_the_budget_is_nearly_spent(
 def test_cli_deferred_run_exits_5_and_the_next_run_carries_on(
     world: World, engine: Engine, database_url: str
 ) -> None:
-    with FakeApi(world, token=TOKEN, hourly_limit=10) as api:
+    with ScriptedApi(world, token=TOKEN, hourly_limit=10) as api:
         env = {"DO_IMAGE_ACTIONS_MIN_RATELIMIT_REMAINING": "5"}
         deferred = run_cli(*sync_args(api, database_url), env=env)
         api.hourly_limit = 5000
@@ -285,7 +286,7 @@ def test_all_images_pages_through_the_account(
 ) -> None:
     world = World.generate(images=7, actions_per_image=4, seed=3)
     world.images[99] = {**next(iter(world.images.values())), "id": 99}  # listed, then 404s
-    with FakeApi(world, token=TOKEN) as api:
+    with ScriptedApi(world, token=TOKEN) as api:
         run = sync(api, database_url, images=(), all_images=True, per_page=3)
 
         image_pages = [

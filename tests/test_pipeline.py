@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from etl.fake import FakeApi, Fault, World
-from etl.fake.server import ACTIONS_PATH
+from etl.fake import FakeApi, World
 from etl.store.load import UpsertCounts
 from etl.store.schema import rejected_actions
 from tests.support.doubles import TOKEN
+from tests.support.faults import Fault
 from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
 from tests.support.runs import sync
+from tests.support.scripted import ACTIONS_PATH, ScriptedApi
 
 # tests/test_concurrency.py, which its owner is rewriting, still imports these two from here.
 
@@ -106,7 +107,7 @@ def test_run_sync_marks_an_image_incomplete_when_meta_total_disagrees(
     assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
 
 
-class ShiftOnceApi(FakeApi):
+class ShiftOnceApi(ScriptedApi):
     """A fake whose listing gains ``count`` new actions once, just before page 2 is read."""
 
     def __init__(self, world: World, count: int) -> None:

@@ -13,16 +13,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from etl.fake import FakeApi, FaultPlan, World
+from etl.fake import FakeApi, World
 from etl.store.database import open_engine
 from etl.store.migrate import upgrade
 from etl.store.schema import image_actions, sync_runs
 from etl.sync.run import run_sync
 from tests.support.cli import run_cli, sync_args
 from tests.support.doubles import TOKEN
+from tests.support.faults import FaultPlan
 from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
 from tests.support.runs import settings_for
+from tests.support.scripted import ScriptedApi
 from tests.support.servers import private_server, remount, tmpfs
 
 
@@ -37,7 +39,7 @@ def test_soak_100_images_with_20_percent_faults_equals_a_fault_free_run(
     engine: Engine, database_url: str, tmp_path: Path
 ) -> None:
     world = World.generate(images=100, actions_per_image=25, seed=5)
-    with FakeApi(world, token=TOKEN) as api:
+    with ScriptedApi(world, token=TOKEN) as api:
         api.plan = FaultPlan(rate=0.2, shift_rate=0.2, stall_seconds=0.3, seed=99)
         faulty = settings_for(api, database_url, per_page=10, timeout=0.15, max_attempts=12)
         runs = [run_sync(faulty, sleep=lambda _s: None) for _ in range(2)]
@@ -167,7 +169,7 @@ def test_full_sqlite_disk_is_a_clear_error_and_the_next_run_completes(
     tmp_path: Path,
 ) -> None:
     world = World.generate(images=2, actions_per_image=400, seed=1)
-    with FakeApi(world, token=TOKEN) as api, tmpfs(tmp_path / "mnt", "600k") as folder:
+    with ScriptedApi(world, token=TOKEN) as api, tmpfs(tmp_path / "mnt", "600k") as folder:
         url = f"sqlite:///{folder / 'actions.db'}"
         engine = open_engine(url)
         upgrade(engine)

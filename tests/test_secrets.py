@@ -12,11 +12,13 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
-from etl.fake import FakeApi, Fault, World
+from etl.fake import FakeApi, World
 from etl.ops import cli
 from etl.ops.logs import setup_logging
 from tests.support.cli import run_cli, sync_args
 from tests.support.databases import SERVER_DIALECT_PARAMS, fresh_database
+from tests.support.faults import Fault
+from tests.support.scripted import ScriptedApi
 
 SECRET = "dop_v1_RECOGNISABLE_SECRET_5f3a9c0e7b2d4a6f8e1c3b5d7f9a0c2e"
 PASSWORD = "Hunter2-db-password"
@@ -39,7 +41,7 @@ def test_the_token_never_appears_in_any_output_file_or_row(tmp_path: Path) -> No
     url = f"sqlite:///{db}"
     metrics = tmp_path / "m.prom"
     env = {"DIGITALOCEAN_ACCESS_TOKEN": SECRET}
-    with FakeApi(world, token=SECRET) as api:
+    with ScriptedApi(world, token=SECRET) as api:
         api.faults.extend([Fault("status", 503), Fault("reset"), Fault("truncated")])
         base = sync_args(api, url, "--metrics-file", str(metrics))
         results = [
@@ -55,7 +57,7 @@ def test_the_token_never_appears_in_any_output_file_or_row(tmp_path: Path) -> No
         api.faults.extend([Fault("status", 401), Fault("status", 500)])
         results.append(run_cli(*base, "-v", env=env))
         results.append(run_cli(*base, "--per-page", "0", "-v", env=env))
-    wrong = FakeApi(world, token="another-token").start()
+    wrong = ScriptedApi(world, token="another-token").start()
     try:
         results.append(run_cli(*sync_args(wrong, url), "-v", env=env))  # 401: token refused
     finally:

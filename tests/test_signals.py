@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from etl.fake import FakeApi, Fault
+from etl.fake import FakeApi
 from etl.store.database import open_engine
 from etl.store.migrate import upgrade
 from etl.store.schema import sync_lock, sync_runs
 from tests.support.cli import run_cli, sync_args
 from tests.support.databases import DIALECT_PARAMS, fresh_database
 from tests.support.doubles import TOKEN
+from tests.support.faults import Fault
 from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
 

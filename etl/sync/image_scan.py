@@ -143,6 +143,7 @@ class ImageScan:
                 if self._take_page(page, state):
                     result.stopped_early = True
                     break
+            result.ordered = state.ordered
             if result.stopped_early:
                 result.received = state.received
                 self._refresh_unfinished(running, state.seen)

@@ -31,6 +31,7 @@ class ImageResult:
     seconds: float = 0.0
     complete: bool = True
     stopped_early: bool = False
+    ordered: bool = True  # every page read listed newest first
     finished: bool = True  # False: the run ended while this image was under way
     gone: bool = False
     error: str | None = None

@@ -210,8 +210,11 @@ class _Run:
                 meta_total=image.total,
                 error=image.error,
                 gone=image.gone,
-                # Only after a clean scan may the next one skip its first page or stop early.
-                first_page_digest=image.first_page_digest if image.clean else None,
+                # Only after a clean scan may the next one stop early; only after one that
+                # saw newest-first order may it skip a first page whose bytes are the same.
+                first_page_digest=image.first_page_digest
+                if image.clean and image.ordered
+                else None,
                 scan_complete=image.clean,
             )
         )

@@ -1,4 +1,4 @@
-"""Scripted and random misbehaviour for the fake API."""
+"""Scripted and random misbehaviour for the tests' fake API (see scripted.py)."""
 
 from __future__ import annotations
 
@@ -66,10 +66,10 @@ class FaultPlan:
         if self.rng.random() >= self.rate:
             return None
         kind = self.rng.choice(self.kinds)
+        if kind == "429":  # before the numeric statuses: the per-minute 429 says when to retry
+            return Fault("status", 429, headers={"retry-after": "1"})
         if kind.isdigit():
             return Fault("status", int(kind))
-        if kind == "429":
-            return Fault("status", 429, headers={"retry-after": "1"})
         if kind == "429-hourly":
             return Fault("status", 429, headers={"ratelimit-reset": str(int(now) + 2)})
         return Fault(kind, seconds=self.stall_seconds)
