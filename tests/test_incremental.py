@@ -102,9 +102,9 @@ def test_incremental_falls_back_to_a_full_scan_when_order_is_not_newest_first(
 
     run = sync(api, database_url)
 
-    # The changed image is scanned to the end; the two unchanged ones are known by their
-    # first page's fingerprint and cost one request each.
-    assert [image.pages for image in run.images] == [3, 1, 1]
+    # Every image is scanned to the end: a first page's fingerprint is trusted only after a
+    # scan that saw newest-first order (oldest first, a new action does not touch page 1).
+    assert [image.pages for image in run.images] == [3, 3, 3]
     assert not run.images[0].stopped_early
     assert "not listed newest first; scanned fully" in caplog.text
     assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
