@@ -23,6 +23,7 @@ ENV_PREFIX = "DO_IMAGE_ACTIONS_"
 DEFAULT_API_URL = "https://api.digitalocean.com"
 MAX_PER_PAGE = 200  # the API's ceiling; also 10x fewer requests than its default of 20
 LOG_FORMATS = ("text", "json")
+STRATEGIES = ("auto", "feed", "per-image")
 MAX_WORKERS = 32  # past this the rate limit, not concurrency, is the wall
 MAX_IMAGE_ID = 2**63 - 1  # ids are stored as BIGINT: a larger one would fail mid-run
 API_VERSION_PATH = "/v2"  # DigitalOcean documents the base URL with it; our paths carry it
@@ -51,6 +52,8 @@ class Settings:
     log_format: str = "text"
     metrics_file: str | None = None
     max_response_bytes: int = 32 * 1024 * 1024
+    strategy: str = "auto"
+    audit_images_per_run: int | None = None  # None: ceil(images / 288), at least 1
     token: str | None = field(default=None, repr=False)
 
     def require_token(self) -> str:
@@ -144,6 +147,12 @@ def _check_path(name: str, value: Any) -> str | None:
     return value
 
 
+def _check_strategy(name: str, value: Any) -> str:
+    if value not in STRATEGIES:
+        raise ConfigError(f"{name} must be one of {', '.join(STRATEGIES)}, not {value!r}")
+    return str(value)
+
+
 def _check_log_format(name: str, value: Any) -> str:
     if value not in LOG_FORMATS:
         raise ConfigError(f"{name} must be one of {', '.join(LOG_FORMATS)}, not {value!r}")
@@ -181,6 +190,8 @@ SETTINGS: dict[str, tuple[Checker, Callable[[str], Any]]] = {
     "log_format": (_check_log_format, str),
     "metrics_file": (_check_path, str),
     "max_response_bytes": (lambda n, v: _positive_int(n, v, low=1024), int),
+    "strategy": (_check_strategy, str),
+    "audit_images_per_run": (lambda n, v: _positive_int(n, v, low=0), int),
 }
 assert set(SETTINGS) == {f.name for f in fields(Settings)} - {"token"}  # noqa: S101
 

@@ -63,6 +63,14 @@ def expected_run(**changes: Any) -> dict[str, Any]:
         "unknown_statuses": 0,
         "rows_missing": 0,
         "rows_listed_elsewhere": 0,
+        "strategy": "per-image",
+        "feed_pages": 0,
+        "image_pages": 9,
+        "single_actions": 0,
+        "image_list_pages": 0,
+        "audit_requests": 0,
+        "images_audited": 0,
+        "feed_misses": 0,
         **changes,
     }
 

@@ -29,6 +29,7 @@ def test_a_page_with_nothing_new_stops_a_scan_that_may_stop() -> None:
         pytest.param(True, [10, 9, 8], 0, 1, 10, 10, id="something-changed"),
         pytest.param(True, [10, 9, 8], 0, 0, None, 10, id="no-meta-total"),
         pytest.param(True, [10, 9, 8], 0, 0, 12, 10, id="meta-total-says-two-are-unseen"),
+        pytest.param(True, [10, 9, 8], 0, 0, 9, 10, id="meta-total-below-what-is-stored"),
     ],
 )
 def test_a_page_does_not_stop_a_scan_when_any_condition_fails(

@@ -24,6 +24,8 @@ MINUTE = 60.0
 ACTIONS_PATH = re.compile(r"^/v2/images/(\d+)/actions$")
 ACTION_PATH = re.compile(r"^/v2/images/(\d+)/actions/(\d+)$")
 IMAGES_PATH = "/v2/images"
+FEED_PATH = "/v2/actions"  # the account's action feed: every resource, newest first
+FEED_ACTION_PATH = re.compile(r"^/v2/actions/(\d+)$")
 
 JSON = "application/json"
 
@@ -170,6 +172,11 @@ class FakeApi:
             return self._one_action(int(match[1]), int(match[2]))
         if path == IMAGES_PATH:
             return self._list_images(query)
+        if path == FEED_PATH:
+            return self._feed(query)
+        if match := FEED_ACTION_PATH.match(path):
+            found = self.world.find_any(int(match[1]))
+            return (200, {"action": dict(found)}) if found else (404, error_body(404))
         return 404, error_body(404)
 
     def _paging(self, query: dict[str, str]) -> tuple[int, int]:
@@ -218,6 +225,14 @@ class FakeApi:
                 if action["id"] == action_id:
                     return 200, {"action": dict(action)}
         return 404, error_body(404)
+
+    def _feed(self, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        page, per_page = self._paging(query)
+        actions, total = self.world.feed(page, per_page)
+        body: dict[str, Any] = {"actions": actions}
+        body.update(self._links(FEED_PATH, page, per_page, total, {}))
+        body["meta"] = {"total": total}
+        return 200, body
 
     def _list_images(self, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
         page, per_page = self._paging(query)

@@ -67,6 +67,25 @@ def make_action(
     }
 
 
+OTHER_RESOURCES = [("droplet", "power_cycle"), ("droplet", "snapshot"), ("volume", "attach")]
+
+
+def make_other_action(rng: random.Random, action_id: int, started: datetime) -> dict[str, Any]:
+    """Return an action on another resource (a droplet, a volume), as the account feed lists."""
+    resource_type, kind = rng.choice(OTHER_RESOURCES)
+    return {
+        "id": action_id,
+        "status": "completed",
+        "type": kind,
+        "started_at": _stamp(started),
+        "completed_at": _stamp(started + timedelta(seconds=rng.randint(5, 120))),
+        "resource_id": rng.randint(10_000_000, 99_999_999),
+        "resource_type": resource_type,
+        "region": None,
+        "region_slug": "nyc3",
+    }
+
+
 def make_image(image_id: int, index: int) -> dict[str, Any]:
     """Return a private snapshot image shaped like the API's."""
     return {
@@ -89,18 +108,31 @@ def make_image(image_id: int, index: int) -> dict[str, Any]:
 
 @dataclass
 class World:
-    """Images and their actions, newest action first; safe to change while being served."""
+    """Images and their actions, newest action first; safe to change while being served.
+
+    With ``others_per_action``, each new image action comes after that many actions on
+    other resources, which only the account feed (``feed``) lists, as on a real account.
+    """
 
     images: dict[int, dict[str, Any]] = field(default_factory=dict)
     actions: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    others: list[dict[str, Any]] = field(default_factory=list)  # oldest first
+    others_per_action: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     next_action_id: int = FIRST_ACTION_ID
     seed: int = 0
 
     @classmethod
-    def generate(cls, *, images: int = 5, actions_per_image: int = 120, seed: int = 42) -> World:
+    def generate(
+        cls,
+        *,
+        images: int = 5,
+        actions_per_image: int = 120,
+        seed: int = 42,
+        others_per_action: int = 0,
+    ) -> World:
         """Return a world of ``images`` images with ``actions_per_image`` actions each."""
-        world = cls(seed=seed)
+        world = cls(seed=seed, others_per_action=others_per_action)
         for index in range(images):
             image_id = FIRST_IMAGE_ID + index * 1013
             world.images[image_id] = make_image(image_id, index)
@@ -116,11 +148,15 @@ class World:
             started = EPOCH + timedelta(minutes=len(listed) * 37)
             new = []
             for offset in range(count):
+                moment = started + timedelta(minutes=offset * 37)
+                for _ in range(self.others_per_action):
+                    self.others.append(make_other_action(rng, self.next_action_id, moment))
+                    self.next_action_id += 1
                 action = make_action(
                     rng,
                     self.next_action_id,
                     image_id,
-                    started + timedelta(minutes=offset * 37),
+                    moment,
                     recent=offset >= count - RECENT_ACTIONS,
                 )
                 self.next_action_id += 1
@@ -137,6 +173,16 @@ class World:
                 datetime.fromisoformat(action["started_at"]) + timedelta(minutes=5)
             )
             return action
+
+    def finish_all(self) -> None:
+        """Complete every action still in progress, as time does."""
+        with self.lock:
+            for listed in self.actions.values():
+                for action in listed:
+                    if action["status"] == "in-progress":
+                        started = datetime.fromisoformat(action["started_at"])
+                        action["status"] = "completed"
+                        action["completed_at"] = _stamp(started + timedelta(minutes=5))
 
     def find(self, action_id: int) -> dict[str, Any]:
         """Return the stored action with ``action_id`` (the live object, not a copy)."""
@@ -161,6 +207,30 @@ class World:
                 listed = listed[::-1]
             start = (page - 1) * per_page
             return listed[start : start + per_page], len(listed)
+
+    def feed(
+        self, page: int, per_page: int, *, hidden: frozenset[int] = frozenset()
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Return one page of the account feed (every action, newest first) and its total."""
+        with self.lock:
+            listed = [action for actions in self.actions.values() for action in actions]
+            listed.extend(self.others)
+            if hidden:
+                listed = [action for action in listed if action["id"] not in hidden]
+            listed.sort(key=lambda action: action["id"], reverse=True)
+            start = (page - 1) * per_page
+            return listed[start : start + per_page], len(listed)
+
+    def find_any(self, action_id: int) -> dict[str, Any] | None:
+        """Return the action with ``action_id`` on any resource, or None."""
+        with self.lock:
+            for action in self.others:
+                if action["id"] == action_id:
+                    return action
+            try:
+                return self.find(action_id)
+            except KeyError:
+                return None
 
     def all_actions(self) -> list[tuple[int, dict[str, Any]]]:
         """Return (image_id, action) for every action, as a deep copy."""

@@ -98,6 +98,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             "auto_migrate",
             "max_rejected",
             "metrics_file",
+            "strategy",
         ),
     )
     progress = Progress(enabled=None if not args.json and args.verbosity != -1 else False)

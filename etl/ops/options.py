@@ -103,6 +103,11 @@ def _add_sync(commands: Any, common: argparse.ArgumentParser) -> None:
         const=True,
         help="sync every private image of the account",
     )
+    sync.add_argument(
+        "--strategy",
+        choices=("auto", "feed", "per-image"),
+        help="how to find what changed: the account's action feed, or every image's list",
+    )
     sync.add_argument("--api-url", metavar="URL", help="API base URL (default the real API)")
     sync.add_argument("--per-page", metavar="N", type=int, help="actions per page, 1..200")
     sync.add_argument(

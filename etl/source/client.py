@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -68,6 +70,24 @@ class ClientStats:
     ratelimit_remaining: int | None = None
     ratelimit_limit: int | None = None
     ratelimit_reset: float | None = None
+    by_kind: Counter[str] = field(default_factory=Counter)  # see request_kind
+
+
+# What a request was for, by its path: how a run's requests are counted.
+_KINDS = (
+    (re.compile(r"^/v2/actions$"), "feed_pages"),
+    (re.compile(r"^/v2/images/\d+/actions$"), "image_pages"),
+    (re.compile(r"^/v2/(images/\d+/)?actions/\d+$"), "single_actions"),
+    (re.compile(r"^/v2/images$"), "image_list_pages"),
+)
+
+
+def request_kind(path: str) -> str:
+    """Return what a request to ``path`` was for (``other`` for anything else)."""
+    for pattern, kind in _KINDS:
+        if pattern.match(path):
+            return kind
+    return "other"
 
 
 class stop_when_waits_exceed(stop_base):  # named like tenacity's own stops
@@ -263,6 +283,7 @@ class ApiClient:
             self._local.requests = self.thread_requests + 1
             with self._lock:
                 self.stats.requests += 1
+                self.stats.by_kind[request_kind(path)] += 1
             with self._watchdog.guard(self._timeout) as slot:
                 try:
                     response = self._session.get(

@@ -34,6 +34,13 @@ COUNTERS = (
     "unknown_statuses",
     "rows_missing",
     "rows_listed_elsewhere",
+    "feed_pages",
+    "image_pages",
+    "single_actions",
+    "image_list_pages",
+    "audit_requests",
+    "images_audited",
+    "feed_misses",
 )
 
 
@@ -84,6 +91,7 @@ def finish_run(
     counters: dict[str, float],
     error: str | None,
     now: datetime,
+    strategy: str = "per-image",
 ) -> None:
     """Close the run's row with its outcome, tallies and (token-free) error text."""
     with engine.begin() as conn:
@@ -93,6 +101,7 @@ def finish_run(
             .values(
                 finished_at=now,
                 outcome=outcome,
+                strategy=strategy,
                 error=error[:MAX_ERROR_TEXT] if error else None,
                 **counters,
             )
@@ -243,6 +252,17 @@ def unfinished_ids(conn: Connection, image_id: int) -> list[int]:
         or_(image_actions.c.status.is_(None), image_actions.c.status.not_in(FINAL_STATUSES)),
     )
     return list(conn.execute(query.order_by(image_actions.c.id)).scalars())
+
+
+def unfinished_by_image(conn: Connection) -> dict[int, list[int]]:
+    """Return every image's stored actions whose status is not final, by image."""
+    query = select(image_actions.c.image_id, image_actions.c.id).where(
+        or_(image_actions.c.status.is_(None), image_actions.c.status.not_in(FINAL_STATUSES))
+    )
+    found: dict[int, list[int]] = {}
+    for row in conn.execute(query.order_by(image_actions.c.id)):
+        found.setdefault(row.image_id, []).append(row.id)
+    return found
 
 
 def last_success_at(conn: Connection) -> datetime | None:

@@ -124,6 +124,19 @@ sync_runs = Table(
     Column("unknown_statuses", Integer, nullable=False, server_default="0"),
     Column("rows_missing", Integer, nullable=False, server_default="0"),
     Column("rows_listed_elsewhere", Integer, nullable=False, server_default="0"),
+    Column("strategy", String(16), nullable=False, server_default="per-image"),
+    *(
+        Column(name, Integer, nullable=False, server_default="0")
+        for name in (
+            "feed_pages",
+            "image_pages",
+            "single_actions",
+            "image_list_pages",
+            "audit_requests",
+            "images_audited",
+            "feed_misses",
+        )
+    ),
     Index(None, "started_at"),
     comment="One row per sync run, written at its start and finished at its end.",
     mysql_charset="utf8mb4",  # emoji and all of Unicode on MySQL/MariaDB
@@ -162,6 +175,18 @@ rejected_actions = Table(
     Column("rejected_at", UtcDateTime, nullable=False),
     Index(None, "image_id"),
     comment="Dead letters: actions that could not become rows, as received, with the reason.",
+    mysql_charset="utf8mb4",  # emoji and all of Unicode on MySQL/MariaDB
+)
+
+feed_state = Table(
+    "feed_state",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("watermark_id", BigInteger, nullable=False),
+    Column("meta_total", BigInteger, nullable=False),
+    Column("run_id", Integer, ForeignKey("sync_runs.id"), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    comment="The account feed's watermark: the newest action a complete run processed.",
     mysql_charset="utf8mb4",  # emoji and all of Unicode on MySQL/MariaDB
 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from etl.errors import ApiError, NotFoundError, RunInterrupted, TransformError
@@ -73,15 +74,53 @@ def scan_image(ctx: RunContext, image_id: int) -> ImageResult:
     a database that fails, a bug) ends the run through the coordinator; a run that halts
     leaves the image ``finished=False``.
     """
-    return ImageScan(ctx, ImageResult(image_id)).run()
+    return ImageScan(ctx, ImageResult(image_id), order=ScanOrder(image_id)).run()
+
+
+@dataclass(frozen=True)
+class ScanOrder:
+    """What the run's plan asks of one image."""
+
+    image_id: int
+    full: bool | None = None  # None: as the run says
+    feed_actions: Sequence[Any] = ()  # the feed's new actions of this image, stored first
+    refresh_only: bool = False  # only refresh stored unfinished actions
+    audit: bool = False  # untouched by the feed: checked to catch what the feed missed
+
+
+def run_order(ctx: RunContext, order: ScanOrder) -> ImageResult:
+    """Carry out one image's part of the plan; an audit that finds news syncs it fully.
+
+    An audit whose scan inserts actions found what the feed did not show: a feed miss,
+    warned about and counted, and the image is then scanned to the end.
+    """
+    result = ImageScan(ctx, ImageResult(order.image_id, audit=order.audit), order=order).run()
+    if not (order.audit and result.finished and result.counts.inserted):
+        return result
+    logger.warning(
+        "image %d: the audit found %d actions the feed did not show (a feed miss); "
+        "scanning it fully",
+        order.image_id,
+        result.counts.inserted,
+        extra={"image_id": order.image_id},
+    )
+    full = ScanOrder(order.image_id, full=True, audit=True)
+    again = ImageScan(ctx, ImageResult(order.image_id, audit=True), order=full).run()
+    again.feed_miss = True
+    again.counts += result.counts
+    again.pages += result.pages
+    again.requests += result.requests
+    return again
 
 
 class ImageScan:
     """One image's scan within a run."""
 
-    def __init__(self, ctx: RunContext, result: ImageResult) -> None:
+    def __init__(self, ctx: RunContext, result: ImageResult, *, order: ScanOrder) -> None:
         self.ctx = ctx
         self.result = result
+        self.order = order
+        self.full = ctx.full if order.full is None else order.full
         self._changing = False  # this scan has written to the image's stored actions
 
     def run(self) -> ImageResult:
@@ -111,12 +150,20 @@ class ImageScan:
         return result
 
     def _scan(self) -> None:
+        if self.order.feed_actions:
+            self._take_feed()
+        if self.order.refresh_only:
+            with self.ctx.engine.connect().execution_options(read_only=True) as conn:
+                running = unfinished_ids(conn, self.result.image_id)
+            self.result.scanned = False
+            self._refresh_unfinished(running, set())
+            return
         ctx, result = self.ctx, self.result
         image_id = result.image_id
         with ctx.engine.connect().execution_options(read_only=True) as conn:
             stored_before = stored_count(conn, image_id)
             known = known_state(conn, image_id)
-            may_stop = known.scan_complete and not ctx.full
+            may_stop = known.scan_complete and not self.full
             known_digest = known.first_page_digest if may_stop else None
             # Without unfinished actions to refresh, a known first page need not be parsed:
             # its ids are not needed, and its meta.total is the one recorded with it.
@@ -148,13 +195,13 @@ class ImageScan:
                 result.received = state.received
                 self._refresh_unfinished(running, state.seen)
                 return
-            if not ctx.full and not state.ordered:
+            if not self.full and not state.ordered:
                 logger.info(
                     "image %d: actions are not listed newest first; scanned fully", image_id
                 )
             result.received, result.complete = state.received, state.complete
             if result.complete:
-                if ctx.full and ctx.write:
+                if self.full and ctx.write:
                     self._mark_missing(state.seen)
                 return
             logger.warning(
@@ -230,7 +277,20 @@ class ImageScan:
                 result.missing,
             )
 
-    def _store(self, rows: list[ActionRow], rejected: list[Rejected]) -> UpsertCounts:
+    def _take_feed(self) -> None:
+        """Store the feed's new actions of this image, as its own listing would.
+
+        They do not make the stored set incomplete: the feed, read down to the watermark,
+        holds every action the image gained since its last complete scan.
+        """
+        rows, rejected = split_page(self.order.feed_actions, self.result.image_id, 0)
+        self.result.counts += self._store(rows, rejected, changing=False)
+        self.result.rejected += len(rejected)
+        self.result.from_feed = len(rows)
+
+    def _store(
+        self, rows: list[ActionRow], rejected: list[Rejected], *, changing: bool = True
+    ) -> UpsertCounts:
         ctx, image_id = self.ctx, self.result.image_id
         now = ctx.now()
         # One transaction per page: a crash keeps the pages before.
@@ -239,7 +299,7 @@ class ImageScan:
                 conn, rows, now=now, write=ctx.write, elsewhere_ids=ctx.listed_elsewhere
             )
             wrote = counts.inserted + counts.updated + len(rejected)
-            if ctx.write and wrote and not self._changing:
+            if ctx.write and wrote and changing and not self._changing:
                 # Until this scan ends, the stored actions are not a complete scan.
                 mark_scan_started(conn, image_id)
                 self._changing = True

@@ -33,6 +33,10 @@ class ImageResult:
     stopped_early: bool = False
     ordered: bool = True  # every page read listed newest first
     finished: bool = True  # False: the run ended while this image was under way
+    scanned: bool = True  # False: only its unfinished actions were refreshed
+    audit: bool = False  # checked though the feed did not touch it
+    feed_miss: bool = False  # the audit found actions the feed did not show
+    from_feed: int = 0  # actions taken from the account feed
     gone: bool = False
     error: str | None = None
     first_page_digest: str | None = None  # of the last scan's first page
@@ -64,6 +68,8 @@ class RunResult:
     retries: int = 0
     rate_limit_wait: float = 0.0
     last_success: datetime | None = None
+    strategy: str = "per-image"  # or "feed": how the run found what changed
+    by_kind: dict[str, int] = field(default_factory=dict)  # requests by what they were for
 
     def end(self, outcome: str, error: str) -> None:
         """Record that the run ended early, and why; the first ending is kept."""
@@ -120,4 +126,19 @@ class RunResult:
             "unknown_statuses": sum(image.unknown_statuses for image in self.images),
             "rows_missing": sum(image.missing for image in self.images),
             "rows_listed_elsewhere": counts.elsewhere,
+            **self.requests_by_kind(),
+        }
+
+    def requests_by_kind(self) -> dict[str, int]:
+        """Return the run's requests by what they were for; audits apart from image pages."""
+        audits = [image for image in self.images if image.audit]
+        audit_requests = sum(image.requests for image in audits)
+        return {
+            "feed_pages": self.by_kind.get("feed_pages", 0),
+            "image_pages": max(self.by_kind.get("image_pages", 0) - audit_requests, 0),
+            "single_actions": self.by_kind.get("single_actions", 0),
+            "image_list_pages": self.by_kind.get("image_list_pages", 0),
+            "audit_requests": audit_requests,
+            "images_audited": len(audits),
+            "feed_misses": sum(1 for image in self.images if image.feed_miss),
         }

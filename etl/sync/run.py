@@ -22,9 +22,11 @@ from etl.store.database import database_error, open_engine, translate_errors
 from etl.store.ledger import ImageState, finish_run, last_success_at, save_image_states, start_run
 from etl.store.lock import SyncLock
 from etl.store.migrate import current_revision, ensure_schema, head_revision
+from etl.store.watermark import Watermark, save_watermark
 from etl.sync.context import RunContext
 from etl.sync.coordinator import Coordinator, describe, outcome_of
-from etl.sync.image_scan import scan_image
+from etl.sync.image_scan import ScanOrder, run_order
+from etl.sync.plan import Plan, make_plan
 from etl.sync.ratelimit import RateLimiter
 from etl.sync.results import ImageResult, RunResult
 from etl.timeutil import utc_now
@@ -60,6 +62,7 @@ class _Run:
         self.on_image = on_image
         self.on_page = on_page
         self.lock: SyncLock | None = None
+        self.candidate: Watermark | None = None
         self._tally = threading.Lock()  # rejections across workers, and on_page's output
         self._rejected: dict[int, int] = {}
         self._states: list[ImageState] = []
@@ -137,26 +140,28 @@ class _Run:
             page_done=self.page_done,
         )
         try:
-            planned = self.plan()
+            plan = make_plan(context, self.settings, self.images())
         except BaseException as exc:  # settled below, like a worker's
             self.coordinator.end_run(exc)
-            planned = []
+            plan = Plan("per-image")
+        self.result.strategy, self.candidate = plan.strategy, plan.candidate
 
-        def work(image_id: int) -> ImageResult | None:
-            return None if self.coordinator.halt.is_set() else scan_image(context, image_id)
+        def work(order: ScanOrder) -> ImageResult | None:
+            return None if self.coordinator.halt.is_set() else run_order(context, order)
 
         with ThreadPoolExecutor(self.settings.workers, thread_name_prefix="sync") as workers:
-            for image in workers.map(work, planned):
+            for image in workers.map(work, plan.orders):
                 if image is not None:
                     self.result.images.append(image)  # one cut short still counts its pages
                     self.record(image)
         self.result.requests = self.client.stats.requests
+        self.result.by_kind = dict(self.client.stats.by_kind)
         self.result.retries = self.client.stats.retries
         self.result.rate_limit_wait = self.client.stats.rate_limit_wait + self.coordinator.waited
         self.save_states()  # also when the run ends early: what finished, finished
         return self.settle()
 
-    def plan(self) -> list[int]:
+    def images(self) -> list[int]:
         if self.settings.all_images:
             ids = list(iter_image_ids(self.client, per_page=self.settings.per_page))
             logger.info("the account has %d private images", len(ids))
@@ -201,7 +206,7 @@ class _Run:
 
     def record(self, image: ImageResult) -> None:
         """Note an image's state (saved in one batch at the end) and report it."""
-        if not image.finished:
+        if not image.finished or not image.scanned:  # a refresh is no scan: audits rotate on
             return
         self._states.append(
             ImageState(
@@ -230,6 +235,10 @@ class _Run:
     def finish(self) -> None:
         if self.result.run_id is None:
             return
+        if self.candidate is not None and self.result.outcome == "succeeded":
+            # Everything up to the feed's newest action at the start is now stored.
+            with self.engine.begin() as conn:
+                save_watermark(conn, self.candidate, run_id=self.result.run_id, now=self.now())
         error = self.client.redact(self.result.error or "") or None
         finish_run(
             self.engine,
@@ -238,6 +247,7 @@ class _Run:
             counters=self.result.counters(),
             error=error,
             now=self.now(),
+            strategy=self.result.strategy,
         )
         with self.engine.connect() as conn:
             self.result.last_success = last_success_at(conn)

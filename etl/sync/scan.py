@@ -24,8 +24,9 @@ class ScanState:
     ``may_stop`` is whether stopping early is allowed at all: an incremental run, on an
     image whose stored actions were its whole listing when its last sync ended. Then a
     page may end the scan once every page so far ran newest first, the page brought
-    nothing new or changed, and the actions the stored table lacked account for every
-    action ``meta.total`` counts beyond what is stored.
+    nothing new or changed, ``meta.total`` is not below what is stored (actions are never
+    deleted), and the actions the stored table lacked account for every action
+    ``meta.total`` counts beyond what is stored.
     """
 
     stored: int  # actions stored for the image before the scan
@@ -59,6 +60,7 @@ class ScanState:
             and self.ordered
             and inserted == updated == 0
             and total is not None
+            and total >= self.stored  # fewer listed than stored: deletions, or a lie
             and self.accounted >= total - self.stored
         )
 

@@ -34,6 +34,8 @@ def sync_args(api: FakeApi, database_url: str, *extra: str) -> list[str]:
         database_url,
         "--per-page",
         "20",
+        "--strategy",  # the per-image listing is what these tests count; feed tests say so
+        "per-image",
         *images,
         *extra,
     ]

@@ -43,6 +43,7 @@ class ScriptedApi(FakeApi):
         self.faults: deque[Fault] = deque()
         self.plan = FaultPlan()
         self.total_override: dict[int, int] = {}  # a lie told in meta.total only
+        self.feed_hides: set[int] = set()  # actions the account feed leaves out (a miss)
         # (image_id, page, per_page, base_url) -> the next link to send instead, or None.
         self.next_link_override: Callable[[int, int, int, str], str | None] | None = None
         self._faults_lock = threading.Lock()
@@ -83,6 +84,16 @@ class ScriptedApi(FakeApi):
             if link is not None:
                 body["links"] = {"pages": {"next": link}}
         return status, body
+
+    def _feed(self, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        if not self.feed_hides:
+            return super()._feed(query)
+        page, per_page = self._paging(query)
+        actions, total = self.world.feed(page, per_page, hidden=frozenset(self.feed_hides))
+        body: dict[str, Any] = {"actions": actions}
+        body.update(self._links("/v2/actions", page, per_page, total, {}))
+        body["meta"] = {"total": total}
+        return 200, body
 
     def respond(self, exchange: Exchange, request: Request) -> int:
         """Answer with the next fault that applies, or as the fake does."""

@@ -1,0 +1,58 @@
+"""The account feed's watermark, and what the feed strategy asks of per-image state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, select
+
+from etl.store.load import upsert_statement
+from etl.store.schema import feed_state, image_sync_state
+
+FEED = "actions"  # feed_state's one row: GET /v2/actions
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """The newest feed action a complete run processed, and the feed's meta.total then."""
+
+    action_id: int
+    meta_total: int
+
+
+def load_watermark(conn: Connection) -> Watermark | None:
+    """Return the stored watermark, or None before the first complete run."""
+    row = conn.execute(
+        select(feed_state.c.watermark_id, feed_state.c.meta_total).where(feed_state.c.name == FEED)
+    ).first()
+    return Watermark(row.watermark_id, row.meta_total) if row else None
+
+
+def save_watermark(conn: Connection, mark: Watermark, *, run_id: int, now: datetime) -> None:
+    """Store the watermark a complete run reached."""
+    conn.execute(
+        upsert_statement(conn.dialect.name, feed_state),
+        [
+            {
+                "name": FEED,
+                "watermark_id": mark.action_id,
+                "meta_total": mark.meta_total,
+                "run_id": run_id,
+                "updated_at": now,
+            }
+        ],
+    )
+
+
+def last_checked(conn: Connection, image_ids: Sequence[int]) -> dict[int, datetime]:
+    """Return when each image was last scanned; images never scanned are absent."""
+    found: dict[int, datetime] = {}
+    for start in range(0, len(image_ids), 1000):
+        chunk = list(image_ids[start : start + 1000])
+        query = select(image_sync_state.c.image_id, image_sync_state.c.last_attempt_at).where(
+            image_sync_state.c.image_id.in_(chunk)
+        )
+        found.update((row.image_id, row.last_attempt_at) for row in conn.execute(query))
+    return found
