@@ -108,6 +108,7 @@ def sync(url: str, ids: str, database_url: str, *, limited: bool = False) -> dic
         "DO_IMAGE_ACTIONS_API_URL": url,
         "DO_IMAGE_ACTIONS_DATABASE_URL": database_url,
         "DO_IMAGE_ACTIONS_IMAGES": ids,
+        "DO_IMAGE_ACTIONS_STRATEGY": "per-image",  # the per-image path; see bench.feed
         **({} if limited else UNLIMITED),
     }
     command = [sys.executable, "-m", "bench.measure", "sync", "--json", "-q"]

@@ -207,6 +207,7 @@ def test_twenty_cycles_with_faults_on_every_route_never_report_a_wrong_success(
     world = feed_api.world
     feed_api.plan = FaultPlan(rate=0.2, seed=3, stall_seconds=0.2)
     images = list(world.actions)
+    outcomes = []
     for cycle in range(20):
         for image in images[cycle % 7 :: 11]:
             world.add_actions(image, 2)
@@ -218,3 +219,27 @@ def test_twenty_cycles_with_faults_on_every_route_never_report_a_wrong_success(
         table = without_bookkeeping(read_rows(engine))
         feed_api.plan.rate = 0.2
         assert run.outcome != "succeeded" or table == truth, cycle
+        outcomes.append((run.outcome, run.strategy))
+
+    faulted = [entry for entry in feed_api.served if entry.status != 200]
+    assert len({entry.path for entry in faulted if entry.path == "/v2/actions"}) == 1
+    assert len(faulted) > 50
+    assert ("succeeded", "feed") in outcomes  # the feed was used, and trusted, under faults
+
+
+@pytest.mark.slow
+def test_a_thousand_idle_images_cost_the_feed_and_the_audit_slice_only(
+    engine: Engine, database_url: str
+) -> None:
+    world = World.generate(images=1000, actions_per_image=20, seed=5, others_per_action=2)
+    world.finish_all()
+    with ScriptedApi(world, token=TOKEN) as api:
+        first = sync(api, database_url, per_page=200)
+        idle = sync(api, database_url, per_page=200)
+        listing = sync(api, database_url, per_page=200, images=(), all_images=True)
+        hour = [sync(api, database_url, per_page=200) for _ in range(12)]
+
+    assert (first.requests, first.strategy) == (1 + 1000, "per-image")
+    assert (idle.requests, idle.strategy) == (1 + 4, "feed")
+    assert listing.requests == 1 + 4 + 5  # and the five pages listing the account's images
+    assert sum(run.requests for run in hour) == 12 * 5 < 200

@@ -21,7 +21,8 @@ EXAMPLE_ROWS = 5
 
 def run_demo(*, database_url: str, images: int, actions_per_image: int) -> RunResult:
     """Serve a generated world on 127.0.0.1, sync it into ``database_url``, print a sample."""
-    world = World.generate(images=images, actions_per_image=actions_per_image)
+    # Two actions on droplets and volumes for each image action: what the account feed lists.
+    world = World.generate(images=images, actions_per_image=actions_per_image, others_per_action=2)
     with FakeApi(world, token=secrets.token_urlsafe(16)) as api:
         print(f"demo API serving {images} images x {actions_per_image} actions at {api.url}")
         settings = Settings(

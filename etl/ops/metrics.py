@@ -68,6 +68,28 @@ def render_metrics(run: RunResult, *, finished_at: datetime, last_success: datet
         "last_run_requests", "gauge", "HTTP requests made by the last run.", [("", run.requests)]
     )
     metric("last_run_retries", "gauge", "Requests retried by the last run.", [("", run.retries)])
+    kinds = run.requests_by_kind()
+    metric(
+        "last_run_requests_by_kind",
+        "gauge",
+        "Requests of the last run by what they were for.",
+        [
+            (f'{{kind="{kind}"}}', kinds[kind])
+            for kind in (
+                "feed_pages",
+                "image_pages",
+                "single_actions",
+                "audit_requests",
+                "image_list_pages",
+            )
+        ],
+    )
+    metric(
+        "last_run_feed_misses",
+        "gauge",
+        "Images whose audit found actions the account feed did not show.",
+        [("", kinds["feed_misses"])],
+    )
     metric(
         "last_run_rate_limit_wait_seconds",
         "gauge",

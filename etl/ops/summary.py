@@ -52,12 +52,21 @@ def format_run(run: RunResult) -> str:
     incomplete = sum(1 for image in run.images if image.error is None and not image.complete)
     pages = sum(image.pages for image in run.images)
     mode = f"{run.mode}{', dry run' if run.dry_run else ''}"
-    return (
+    line = (
         f"total {run.outcome} ({mode}): {_plural(len(run.images), 'image')} ({failed} failed, "
         f"{incomplete} incomplete), {_plural(pages, 'page')}, "
         f"{_plural(run.requests, 'request')} ({run.retries} retried), "
         f"{_counts(run, run.dry_run)}, {run.seconds:.2f} s"
     )
+    kinds = run.requests_by_kind()
+    if run.strategy == "feed" or kinds["feed_pages"]:
+        line += (
+            f"; strategy {run.strategy}: {_plural(kinds['feed_pages'], 'feed page')}, "
+            f"{kinds['image_pages']} image pages, {kinds['single_actions']} single actions, "
+            f"{kinds['images_audited']} audited ({kinds['audit_requests']} requests), "
+            f"{kinds['feed_misses']} feed miss{'' if kinds['feed_misses'] == 1 else 'es'}"
+        )
+    return line
 
 
 def run_to_dict(run: RunResult) -> dict[str, Any]:
@@ -82,6 +91,8 @@ def run_to_dict(run: RunResult) -> dict[str, Any]:
         "missing": counters["rows_missing"],
         "listed_elsewhere": counters["rows_listed_elsewhere"],
         "signal": run.signal,
+        "strategy": run.strategy,
+        "requests_by_kind": run.requests_by_kind(),
         "images": [
             {
                 "image_id": image.image_id,
