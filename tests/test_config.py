@@ -210,3 +210,18 @@ def test_loopback_http_api_url_is_accepted() -> None:
     settings = load_settings(environ={"DO_IMAGE_ACTIONS_API_URL": "http://127.0.0.1:8080/"})
 
     assert settings.api_url == "http://127.0.0.1:8080"
+
+
+def test_strategy_and_audit_slice_come_from_file_env_and_option(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('strategy = "feed"\naudit_images_per_run = 7\n')
+
+    from_file = load_settings(path, environ={})
+    from_env = load_settings(path, environ={"DO_IMAGE_ACTIONS_STRATEGY": "per-image"})
+    from_option = load_settings(path, environ={}, overrides={"strategy": "auto"})
+
+    assert (from_file.strategy, from_file.audit_images_per_run) == ("feed", 7)
+    assert (from_env.strategy, from_option.strategy) == ("per-image", "auto")
+    assert load_settings(environ={}).strategy == "auto"
+    with pytest.raises(ConfigError, match=r"^DO_IMAGE_ACTIONS_STRATEGY must be one of auto, feed"):
+        load_settings(environ={"DO_IMAGE_ACTIONS_STRATEGY": "fast"})
