@@ -243,3 +243,18 @@ def test_a_thousand_idle_images_cost_the_feed_and_the_audit_slice_only(
     assert (idle.requests, idle.strategy) == (1 + 4, "feed")
     assert listing.requests == 1 + 4 + 5  # and the five pages listing the account's images
     assert sum(run.requests for run in hour) == 12 * 5 < 200
+
+
+def test_a_watermark_above_every_new_action_is_noticed(
+    feed_api: ScriptedApi, engine: Engine, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    sync(feed_api, database_url)
+    with engine.begin() as conn:  # as if a lying feed had once shown a bogus newest id
+        conn.execute(update(feed_state).values(watermark_id=feed_state.c.watermark_id + 10**6))
+    feed_api.world.add_actions(next(iter(feed_api.world.actions)), 2)
+
+    run = sync(feed_api, database_url)
+
+    assert (run.outcome, run.strategy) == ("succeeded", "per-image")
+    assert "showed 0 actions newer than the watermark, but its meta.total grew by 6" in caplog.text
+    assert without_bookkeeping(read_rows(engine)) == expected_table(feed_api.world)

@@ -1,8 +1,10 @@
 """Read the account's action feed from the newest action down to the watermark, and verify it.
 
 The feed's order is not documented: it must be strictly newest first on every page, reach
-the watermark within the pages its meta.total growth allows, and never shrink. Any doubt
-is a reason to scan every image instead, never a reason to trust it.
+the watermark within the pages its meta.total growth allows, show exactly as many actions
+above the watermark as meta.total grew by (so a watermark from a lying feed, or actions
+left out, are noticed), and never shrink. Any doubt is a reason to scan every image
+instead, never a reason to trust it.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def _read(
     budget: int | None,
 ) -> None:
     last: int | None = None
-    allowed = 0
+    allowed = growth = newer = 0
     pages = iter_pages(client, FEED_PATH, "actions", per_page=per_page, label="the account feed")
     for page in pages:
         read.pages += 1
@@ -111,7 +113,13 @@ def _read(
         for item, action_id in zip(page.items, ids, strict=True):
             assert action_id is not None  # noqa: S101  (checked above)
             if action_id <= watermark.action_id:  # type: ignore[union-attr]
+                if newer != growth:
+                    read.doubt = (
+                        f"the feed showed {newer} actions newer than the watermark, but its "
+                        f"meta.total grew by {growth}"
+                    )
                 return  # reached: everything newer was on the pages read
+            newer += 1
             image = _usable(item.get("resource_id"))
             if item.get("resource_type") == "image" and image is not None and wanted(image):
                 read.touched.setdefault(image, []).append(item)
