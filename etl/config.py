@@ -205,8 +205,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; check the --config path") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist; check the --config path") from exc
     except IsADirectoryError as exc:
         raise ConfigError(
             f"config file {path} is a folder, not a file; point --config at the TOML file"
@@ -220,7 +220,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
             f"config file {path} is not UTF-8 text; point --config at a TOML file"
         ) from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML ({exc}); fix the syntax") from None
+        raise ConfigError(f"config file {path} is not valid TOML ({exc}); fix the syntax") from exc
     if "token" in data:
         raise ConfigError(
             f"config file {path} sets 'token'; never put the token in a file others may read: "
@@ -244,8 +244,8 @@ def _read_environ(environ: Mapping[str, str]) -> dict[str, Any]:
         label = env_name(key)
         try:
             parsed = parse(raw)
-        except ValueError:
-            raise ConfigError(f"{label}={raw!r} is not a valid {key}") from None
+        except ValueError as exc:
+            raise ConfigError(f"{label}={raw!r} is not a valid {key}") from exc
         values[key] = check(label, parsed)
     return values
 
@@ -261,7 +261,7 @@ def _read_token(token_file: str | None, environ: Mapping[str, str]) -> str | Non
             raise ConfigError(
                 f"token_file {token_file} cannot be read ({exc.strerror}); fix the path or its "
                 "permissions"
-            ) from None
+            ) from exc
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             logger.warning(
                 "token_file %s can be read by other users; run chmod 600 on it", token_file

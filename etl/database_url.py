@@ -21,10 +21,10 @@ def parse_database_url(url: str) -> URL:
     """
     try:
         return make_url(url)
-    except ValueError:
+    except ValueError as exc:
         # A port that is not a number (as a raw ':' or '@' in a password can make) raises
         # ValueError quoting it, password fragments and all: keep neither text nor chain.
-        raise ArgumentError("the URL's port is not a number") from None
+        raise ArgumentError("the URL's port is not a number") from exc
 
 
 def mask_database_url(url: str) -> str:
@@ -54,12 +54,12 @@ def check_database_url(name: str, value: Any) -> str:
         raise ConfigError(f"{name} must be a SQLAlchemy URL such as {DEFAULT_DATABASE_URL!r}")
     try:
         url = parse_database_url(value)
-    except ArgumentError:
+    except ArgumentError as exc:
         # The parser's message may quote part of the password: neither text nor chain.
         raise ConfigError(
             f"{name} is not a valid SQLAlchemy URL; use a form like {DEFAULT_DATABASE_URL!r} or "
             f"{example}, and if the password holds special characters, {PERCENT_ENCODE_HINT}"
-        ) from None
+        ) from exc
     if url.host and "@" in url.host:
         raise ConfigError(f"{name} has a raw '@' in its password; {PERCENT_ENCODE_HINT}")
     if url.get_backend_name() == "postgres":

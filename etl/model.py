@@ -61,13 +61,11 @@ def content_hash(raw: Mapping[str, Any], image_id: int) -> str:
         ).encode()
     except ValueError as exc:  # NaN or Infinity (UnicodeEncodeError is a ValueError too)
         reason = "a lone surrogate" if isinstance(exc, UnicodeEncodeError) else "NaN or Infinity"
-        raise TransformError(
-            f"the action holds {reason}, which JSON columns cannot store"
-        ) from None
-    except TypeError:  # keys of mixed types cannot be sorted
-        raise TransformError("the action's keys cannot be ordered; it is not plain JSON") from None
-    except RecursionError:
-        raise TransformError("the action is nested too deeply to store") from None
+        raise TransformError(f"the action holds {reason}, which JSON columns cannot store") from exc
+    except TypeError as exc:  # keys of mixed types cannot be sorted
+        raise TransformError("the action's keys cannot be ordered; it is not plain JSON") from exc
+    except RecursionError as exc:
+        raise TransformError("the action is nested too deeply to store") from exc
     if b"\\u0000" in canonical and NUL_ESCAPE.search(canonical):
         raise TransformError("the action holds a NUL character, which PostgreSQL cannot store")
     return hashlib.blake2b(canonical, digest_size=16).hexdigest()

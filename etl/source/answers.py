@@ -108,8 +108,8 @@ def _redacted(body: dict[str, Any], redact: Callable[[str], str]) -> dict[str, A
     """Return ``body`` with the token blanked out of every string, keys included."""
     try:
         text = json.dumps(body, ensure_ascii=False)
-    except RecursionError:
-        raise ApiError("a page is nested too deeply to check it for the token") from None
+    except RecursionError as exc:
+        raise ApiError("a page is nested too deeply to check it for the token") from exc
     clean = redact(text)
     return body if clean == text else dict(json.loads(clean))
 

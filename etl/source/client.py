@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 from tenacity import (
@@ -26,22 +26,12 @@ from etl import __version__
 from etl.errors import (
     ApiError,
     ApiUnreachableError,
-    RedirectRefusedError,
-    ResponseTooLargeError,
     RetryableApiError,
     RunInterrupted,
 )
 from etl.source.answers import Answer, rate_limits, read_answer
+from etl.source.exchange import MAX_RESPONSE_BYTES, Exchanger
 from etl.source.gate import Gate, OpenGate, RateLimits
-from etl.source.transport import (
-    BodyTooLarge,
-    BodyUnreadable,
-    Slot,
-    UnsupportedEncoding,
-    Watchdog,
-    new_session,
-    read_body,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +45,6 @@ TRANSIENT_ERRORS = (
     requests.exceptions.ContentDecodingError,
 )
 BACKOFF_MULTIPLIER = 0.5  # first backoff 0.5 s, then 1, 2, 4 ... up to max_retry_wait
-MAX_REDIRECTS = 5
-MAX_RESPONSE_BYTES = 32 * 1024 * 1024
-REDACTED = "***"
 
 
 @dataclass
@@ -127,27 +114,27 @@ class ApiClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._origin = urlsplit(self.base_url)[:2]
-        self._timeout = timeout
         self._max_retry_wait = max_retry_wait
-        self._max_response_bytes = max_response_bytes
         self._gate: Gate = gate or OpenGate()
         self._stop = self._gate.stop
         self._sleep = sleep or self._stop.wait  # a stop ends a retry's wait at once
         self._clock = clock
-        self._token = token
-        self._token_bytes = token.encode() if token else b"\x00no-token"
-        self._watchdog = Watchdog(self._stop)
         self.stats = ClientStats()
-        self._headers = {
-            "Authorization": f"Bearer {token}",
-            "User-Agent": USER_AGENT,
-            "Accept": "application/json",
-        }
-        # One session (one connection pool) per worker thread: requests' sessions are not
-        # documented as thread-safe. Counters are shared, under a lock.
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._lock = threading.Lock()
+        self._local = threading.local()  # the calling worker's own request count
+        self._lock = threading.Lock()  # the stats are shared by every worker
+        self._http = Exchanger(
+            base_url=self.base_url,
+            headers={
+                "Authorization": f"Bearer {token}",
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+            },
+            token=token,
+            timeout=timeout,
+            max_response_bytes=max_response_bytes,
+            stop=self._stop,
+            on_request=self._count,
+        )
         self._retrying = Retrying(
             retry=retry_if_exception_type(TRANSIENT_ERRORS),
             wait=self._wait,
@@ -162,15 +149,6 @@ class ApiClient:
     def thread_requests(self) -> int:
         """Return the requests made so far by the calling thread (one worker)."""
         return int(getattr(self._local, "requests", 0))
-
-    @property
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = new_session(self._headers)
-            with self._lock:
-                self._sessions.append(session)
-        return session
 
     def url_for(self, path: str) -> str:
         """Return the absolute URL of an API path such as ``/v2/images``."""
@@ -235,11 +213,17 @@ class ApiClient:
 
     def close(self) -> None:
         """Close every worker's HTTP session and its pooled connections."""
+        self._http.close()
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with the token blanked out."""
+        return self._http.redact(text)
+
+    def _count(self, path: str) -> None:
+        self._local.requests = self.thread_requests + 1
         with self._lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
-        self._watchdog.close()
+            self.stats.requests += 1
+            self.stats.by_kind[request_kind(path)] += 1
 
     def _pause(self, seconds: float) -> None:
         """Wait before a retry; a stop ends the wait and the request."""
@@ -255,7 +239,7 @@ class ApiClient:
         self._gate.open_attempt()
         limits: RateLimits | None = None
         try:
-            response, body = self._exchange(url, params)
+            response, body = self._http.get(url, params)
             limits = rate_limits(response.headers, response.status_code)
             with self._lock:
                 self.stats.ratelimit_remaining = limits.remaining
@@ -266,108 +250,6 @@ class ApiClient:
             )
         finally:
             self._gate.close_attempt(limits)
-
-    def _exchange(
-        self, url: str, params: Mapping[str, Any] | None
-    ) -> tuple[requests.Response, bytes]:
-        """Send one GET (following same-path redirects) and read its body within the limits.
-
-        Raises:
-            RedirectRefusedError: a redirect leaves the path or the origin, or loops.
-            ResponseTooLargeError: the body passed max_response_bytes.
-            RetryableApiError: the body was cut short or is not decodable.
-            requests.Timeout: the request passed its deadline (``timeout``, all included).
-        """
-        path = urlsplit(url).path
-        for _ in range(MAX_REDIRECTS + 1):
-            self._local.requests = self.thread_requests + 1
-            with self._lock:
-                self.stats.requests += 1
-                self.stats.by_kind[request_kind(path)] += 1
-            with self._watchdog.guard(self._timeout) as slot:
-                try:
-                    response = self._session.get(
-                        url,
-                        params=params,
-                        timeout=self._timeout,
-                        stream=True,
-                        allow_redirects=False,
-                    )
-                    body = self._read_body(response, path) if not response.is_redirect else b""
-                except (requests.RequestException, RetryableApiError):
-                    self._raise_if_cut(slot, path)
-                    raise
-                self._raise_if_cut(slot, path)
-            if not response.is_redirect:
-                return response, body
-            response.close()
-            url, params = self._redirect_target(url, response.headers.get("location", "")), None
-        raise RedirectRefusedError(
-            f"GET {path} was redirected more than {MAX_REDIRECTS} times; check api_url", url=path
-        )
-
-    def _raise_if_cut(self, slot: Slot, path: str) -> None:
-        if slot.cut == "stopped":
-            raise RunInterrupted("the run was asked to stop")
-        if slot.cut == "deadline":
-            raise requests.Timeout(f"GET {path} did not complete within {self._timeout:g} s")
-
-    def _redirect_target(self, url: str, location: str) -> str:
-        """Return where a redirect points when it stays on the origin and the path.
-
-        Raises:
-            RedirectRefusedError: it points anywhere else.
-        """
-        here = urlsplit(url)
-        try:
-            target = urljoin(url, location)
-            there = urlsplit(target)
-        except ValueError:
-            raise RedirectRefusedError(
-                f"GET {here.path} was redirected to {self.redact(location)[:80]!r}, which is "
-                "not a valid URL; check api_url",
-                url=here.path,
-            ) from None
-        if there[:2] != self._origin or there.path.rstrip("/") != here.path.rstrip("/"):
-            shown = self.redact(f"{there.netloc}{there.path}")[:200]
-            raise RedirectRefusedError(
-                f"GET {here.path} was redirected to {shown}; only {here.path} on "
-                f"{self.base_url} is followed, so nothing from elsewhere is stored: check api_url",
-                url=here.path,
-            )
-        return target
-
-    def _read_body(self, response: requests.Response, path: str) -> bytes:
-        try:
-            body = read_body(response, limit=self._max_response_bytes)
-        except BodyTooLarge:
-            response.close()
-            raise ResponseTooLargeError(
-                f"GET {path} sent more than max_response_bytes={self._max_response_bytes} "
-                "bytes (as sent or once inflated); refusing it",
-                url=path,
-            ) from None
-        except UnsupportedEncoding as exc:
-            response.close()
-            raise ApiError(
-                f"GET {path} came compressed as {exc}, which was not asked for; refusing it",
-                url=path,
-            ) from exc
-        except BodyUnreadable as exc:
-            response.close()
-            raise RetryableApiError(
-                f"GET {path} answered {response.status_code} with a body cut short ({exc})",
-                status=response.status_code,
-                url=path,
-            ) from exc
-        response.raw.release_conn()  # read to the end: the connection goes back to the pool
-        if self._token_bytes in body:  # an API that echoes the token never gets it stored
-            body = body.replace(self._token_bytes, REDACTED.encode())
-        return body
-
-    def redact(self, text: str) -> str:
-        """Return ``text`` with the token blanked out."""
-        return text.replace(self._token, REDACTED) if self._token else text
 
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None

@@ -120,11 +120,11 @@ def iter_pages(
             )
         try:
             target = urlsplit(link)
-        except ValueError:
+        except ValueError as exc:
             raise PaginationError(
                 f"{label} page {number}: the next link {link[:80]!r} is not a valid URL",
                 url=path,
-            ) from None
+            ) from exc
         if (target.scheme, target.netloc, target.path) != urlsplit(url)[:3]:
             raise PaginationError(
                 f"{label} page {number}: the next link points to "

@@ -20,14 +20,14 @@ def parse_timestamp(value: Any, field: str) -> datetime | None:
         raise TransformError(f"{field} must be an ISO 8601 string, not {type(value).__name__}")
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise TransformError(f"{field} {value[:40]!r} is not an ISO 8601 timestamp") from None
+    except ValueError as exc:
+        raise TransformError(f"{field} {value[:40]!r} is not an ISO 8601 timestamp") from exc
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)  # the API documents UTC; a bare time is read as UTC
     try:
         return parsed.astimezone(UTC)
-    except OverflowError:
-        raise TransformError(f"{field} {value[:40]!r} falls outside the years 1-9999") from None
+    except OverflowError as exc:
+        raise TransformError(f"{field} {value[:40]!r} falls outside the years 1-9999") from exc
 
 
 def _bigint(value: Any, field: str, *, nullable: bool) -> int | None:

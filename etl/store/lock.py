@@ -123,8 +123,8 @@ class SyncLock:
                 try:
                     with conn.begin_nested():
                         conn.execute(insert(sync_lock).values(name=LOCK_NAME, **mine))
-                except IntegrityError:
-                    raise self._locked_out() from None  # another run claimed it first
+                except IntegrityError as exc:
+                    raise self._locked_out() from exc  # another run claimed it first
                 self._renewed_at = now
                 return
             expires_at, holder = current
