@@ -90,3 +90,12 @@ class RunInterrupted(EtlError):
 
 class TooManyRejectedError(EtlError):
     """More actions were rejected in one run than max_rejected allows."""
+
+
+class SyncOutcomeError(EtlError):
+    """A finished run's outcome is one the caller treats as a failure (raise_for_outcome)."""
+
+    def __init__(self, message: str, *, outcome: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.exit_code = exit_code

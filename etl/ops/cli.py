@@ -31,17 +31,9 @@ from etl.timeutil import utc_now
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run failed; also: status found syncing unhealthy
 EXIT_USAGE = 2  # bad command line or configuration; nothing was requested
-EXIT_PARTIAL = 3  # some images failed, stayed incomplete or had rejected actions
-EXIT_LOCKED = 4  # another sync holds the lock; this run did nothing
-EXIT_DEFERRED = 5  # the hourly request budget is nearly spent; the next run carries on
+# A sync exits with its outcome's code: etl.sync.results.EXIT_CODES (3 partial, 4 locked
+# out, 5 deferred, ...).
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130; SIGTERM gives 143
-EXIT_CODES = {
-    "succeeded": EXIT_OK,
-    "partial": EXIT_PARTIAL,
-    "failed": EXIT_FAILED,
-    "locked_out": EXIT_LOCKED,
-    "deferred": EXIT_DEFERRED,
-}
 
 logger = logging.getLogger("etl")
 
@@ -209,9 +201,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def exit_code(run: RunResult) -> int:
     """Return a run's exit code: 128 + the signal for an interrupted run, as shells expect."""
-    if run.outcome == "interrupted":
-        return 128 + (run.signal or signal.SIGINT)
-    return EXIT_CODES[run.outcome]
+    return run.exit_code
 
 
 COMMANDS = {

@@ -6,12 +6,21 @@ that produces them.
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from etl.errors import SyncOutcomeError
 from etl.store.load import UpsertCounts
 
 OUTCOMES = ("succeeded", "partial", "failed", "deferred", "locked_out", "interrupted")
+# The exit code of each outcome: the CLI exits with it, systemd's SuccessExitStatus= and
+# orchestrators read it. An interrupted run exits 128 + its signal (130, 143), as shells do.
+EXIT_CODES = {"succeeded": 0, "failed": 1, "partial": 3, "locked_out": 4, "deferred": 5}
+# Outcomes that need nobody's attention: a deferred or locked-out run did nothing wrong, and
+# the next scheduled run carries on (``status --max-age`` alerts when that goes on too long).
+OK_OUTCOMES = frozenset({"succeeded", "deferred", "locked_out"})
 
 
 @dataclass
@@ -89,6 +98,41 @@ class RunResult:
         if any(image.ok for image in self.images):
             return "partial"
         return "failed"
+
+    @property
+    def exit_code(self) -> int:
+        """Return the exit code the command line gives this run (see EXIT_CODES)."""
+        if self.outcome == "interrupted":
+            return 128 + (self.signal or signal.SIGINT)
+        return EXIT_CODES[self.outcome]
+
+    def raise_for_outcome(self, ok: Collection[str] = OK_OUTCOMES) -> RunResult:
+        """Return this result if its outcome is in ``ok``, else raise.
+
+        By default partial, failed and interrupted runs raise; succeeded, deferred and
+        locked_out ones return. Pages committed before the failure stay in the database.
+
+        Raises:
+            SyncOutcomeError: the outcome is not in ``ok``; it carries outcome and exit_code.
+        """
+        if self.outcome in ok:
+            return self
+        raise SyncOutcomeError(
+            f"sync {self.outcome}: {self.reason()}", outcome=self.outcome, exit_code=self.exit_code
+        )
+
+    def reason(self) -> str:
+        """Return one sentence on what went wrong: the run's error, or its images' errors."""
+        if self.error:
+            return self.error
+        failed = [image for image in self.images if not image.ok]
+        reasons = [
+            image.error or f"image {image.image_id} stayed incomplete" for image in failed[:3]
+        ]
+        if self.rejected:
+            reasons.append(f"{self.rejected} actions were rejected (see rejected_actions)")
+        more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
+        return f"{len(failed)} of {len(self.images)} images failed: " + "; ".join(reasons) + more
 
     @property
     def counts(self) -> UpsertCounts:
