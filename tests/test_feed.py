@@ -13,7 +13,7 @@ from etl.fake import World
 from etl.store.schema import feed_state, sync_runs
 from etl.sync.results import RunResult
 from tests.support.doubles import TOKEN
-from tests.support.faults import FaultPlan
+from tests.support.faults import Fault, FaultPlan
 from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
 from tests.support.runs import sync as sync_with
@@ -86,7 +86,7 @@ def test_a_change_costs_the_feed_the_touched_images_refreshes_and_audits(
         "images_audited": 1,
     }
     assert changed.requests == 2 + 3 + 1
-    assert sum(image.from_feed for image in changed.images) == 12
+    assert sum(image.touched for image in changed.images) == 3
     world.finish_all()
     finished = sync(feed_api, database_url)
     refreshed = sum(image.refreshed for image in finished.images)
@@ -258,3 +258,92 @@ def test_a_watermark_above_every_new_action_is_noticed(
     assert (run.outcome, run.strategy) == ("succeeded", "per-image")
     assert "showed 0 actions newer than the watermark, but its meta.total grew by 6" in caplog.text
     assert without_bookkeeping(read_rows(engine)) == expected_table(feed_api.world)
+
+
+class LyingFeed(ScriptedApi):
+    """A feed whose actions ``lie`` rewrites: the image listings stay the truth."""
+
+    def __init__(self, world: World, lie: Any) -> None:
+        super().__init__(world, token=TOKEN)
+        self.lie = lie
+
+    def _feed(self, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        status, body = super()._feed(query)
+        body["actions"] = [self.lie(dict(action)) for action in body["actions"]]
+        return status, body
+
+
+def test_what_the_feed_says_of_an_action_is_never_stored(
+    feed_api: ScriptedApi, engine: Engine, database_url: str
+) -> None:
+    world = feed_api.world
+    first, second = list(world.actions)[:2]
+    sync(feed_api, database_url)
+    [real] = world.add_actions(first, 1)
+    phantom = max(other["id"] for other in world.others)  # a droplet action, in place
+
+    def lie(action: dict[str, Any]) -> dict[str, Any]:
+        if action["id"] == real["id"]:  # the wrong image, the wrong status
+            return {**action, "resource_id": second, "status": "errored"}
+        if action["id"] == phantom:  # an image action no listing has
+            return {**action, "resource_type": "image", "resource_id": first}
+        return action
+
+    with LyingFeed(world, lie) as api:
+        run = sync(api, database_url)
+
+    assert run.outcome == "succeeded"
+    stored = {row["id"]: row for row in read_rows(engine)}
+    assert phantom not in stored
+    assert real["id"] not in stored or (
+        stored[real["id"]]["image_id"],
+        stored[real["id"]]["status"],
+    ) == (first, real["status"])
+    with LyingFeed(world, lie) as api:  # the audit finds what the lie hid, in a cycle
+        for _ in range(IMAGES):
+            sync(api, database_url)
+    assert without_bookkeeping(read_rows(engine)) == expected_table(world)
+
+
+def test_an_id_past_bigint_in_the_feed_is_a_doubt_not_a_crash(
+    feed_api: ScriptedApi, engine: Engine, database_url: str
+) -> None:
+    world = feed_api.world
+    sync(feed_api, database_url)
+    world.add_actions(next(iter(world.actions)), 1)
+    newest = max(other["id"] for other in world.others)
+
+    with LyingFeed(world, lambda a: {**a, "id": 2**63} if a["id"] == newest else a) as api:
+        run = sync(api, database_url)
+
+    assert (run.outcome, run.strategy) == ("succeeded", "per-image")
+    assert read_rows(engine, sync_runs)[-1]["outcome"] == "succeeded"
+    assert read_rows(engine, feed_state)[0]["watermark_id"] < 2**63
+
+
+def test_a_failing_audit_makes_a_feed_run_partial_not_failed(
+    feed_api: ScriptedApi, engine: Engine, database_url: str
+) -> None:
+    sync(feed_api, database_url)
+    feed_api.faults.extend(Fault("status", 500, path="/v2/images/") for _ in range(8))
+
+    run = sync(feed_api, database_url, max_attempts=2)
+
+    assert (run.strategy, run.outcome, run.unscanned) == ("feed", "partial", IMAGES - 1)
+
+
+def test_an_image_that_vanished_is_failed_on_every_feed_run(
+    feed_api: ScriptedApi, engine: Engine, database_url: str
+) -> None:
+    world = feed_api.world
+    images = tuple(world.actions)
+    image = images[5]
+    world.actions[image][0]["status"] = "in-progress"  # so untouched runs refresh it
+    sync(feed_api, database_url)
+    # Deleted: every request for it answers the API's own 404; the feed keeps its history.
+    world.others.extend(world.actions.pop(image))
+
+    runs = [sync(feed_api, database_url, images=images) for _ in range(3)]
+
+    assert [run.outcome for run in runs] == ["partial"] * 3
+    assert [image in [i.image_id for i in run.images if i.gone] for run in runs] == [True] * 3

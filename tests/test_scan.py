@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from etl.sync.scan import ScanState, newest_first
 
 
-def page(state: ScanState, ids: list[int], *, new: int = 0, changed: int = 0, total: int) -> bool:
-    return state.add_page(ids, [], inserted=new, updated=changed, total=total)
+def page(state: ScanState, ids: list[int], *, new: int = 0, total: int) -> bool:
+    return state.add_page(ids, [], inserted=new, known=len(ids) - new, total=total)
 
 
 def test_a_page_with_nothing_new_stops_a_scan_that_may_stop() -> None:
@@ -20,32 +20,43 @@ def test_a_page_with_nothing_new_stops_a_scan_that_may_stop() -> None:
     assert state.received == 3
 
 
+def test_a_page_whose_new_actions_end_before_a_stored_one_stops_the_scan() -> None:
+    state = ScanState(stored=10, may_stop=True)
+
+    assert page(state, [12, 11, 10], new=2, total=12)  # 10 is stored: all after it are older
+
+
+def test_a_page_of_only_new_actions_does_not_stop_the_scan() -> None:
+    state = ScanState(stored=10, may_stop=True)
+
+    assert not page(state, [13, 12, 11], new=3, total=13)  # the new ones may go on
+
+
 @pytest.mark.parametrize(
-    ("may_stop", "ids", "new", "changed", "total", "stored"),
+    ("may_stop", "ids", "new", "total", "stored"),
     [
-        pytest.param(False, [10, 9, 8], 0, 0, 10, 10, id="not-allowed"),
-        pytest.param(True, [8, 9, 10], 0, 0, 10, 10, id="not-newest-first"),
-        pytest.param(True, [10, 9, 8], 1, 0, 11, 10, id="something-new"),
-        pytest.param(True, [10, 9, 8], 0, 1, 10, 10, id="something-changed"),
-        pytest.param(True, [10, 9, 8], 0, 0, None, 10, id="no-meta-total"),
-        pytest.param(True, [10, 9, 8], 0, 0, 12, 10, id="meta-total-says-two-are-unseen"),
-        pytest.param(True, [10, 9, 8], 0, 0, 9, 10, id="meta-total-below-what-is-stored"),
+        pytest.param(False, [10, 9, 8], 0, 10, 10, id="not-allowed"),
+        pytest.param(True, [8, 9, 10], 0, 10, 10, id="not-newest-first"),
+        pytest.param(True, [12, 11], 2, 12, 10, id="nothing-stored-on-the-page"),
+        pytest.param(True, [10, 9, 8], 0, None, 10, id="no-meta-total"),
+        pytest.param(True, [10, 9, 8], 0, 12, 10, id="meta-total-says-two-are-unseen"),
+        pytest.param(True, [10, 9, 8], 0, 9, 10, id="meta-total-below-what-is-stored"),
     ],
 )
 def test_a_page_does_not_stop_a_scan_when_any_condition_fails(
-    may_stop: bool, ids: list[int], new: int, changed: int, total: int | None, stored: int
+    may_stop: bool, ids: list[int], new: int, total: int | None, stored: int
 ) -> None:
     state = ScanState(stored=stored, may_stop=may_stop)
 
-    assert not page(state, ids, new=new, changed=changed, total=total)
+    assert not page(state, ids, new=new, total=total)
 
 
 def test_order_is_checked_across_pages() -> None:
     state = ScanState(stored=4, may_stop=True)
 
-    assert not page(state, [5, 3], new=1, total=5)
-    assert not page(state, [4, 2], total=5)  # 4 > 3: the listing is not newest first
-    assert not page(state, [1], total=5)  # and never again in this scan
+    assert not page(state, [9, 8], new=2, total=6)
+    assert not page(state, [10, 3], new=1, total=6)  # 10 > 8: the listing is not newest first
+    assert not page(state, [2], total=6)  # and never again in this scan
     assert not state.ordered
 
 
@@ -54,7 +65,7 @@ def test_new_actions_and_rejects_account_for_what_meta_total_adds() -> None:
 
     assert not page(state, [13, 12], new=2, total=13)
     # Nothing new on this page, and the reject without an id is the third unseen action.
-    assert state.add_page([11], [None], inserted=0, updated=0, total=13)
+    assert state.add_page([11], [None], inserted=0, known=1, total=13)
     assert state.accounted == 3
     assert state.received == 4  # 13, 12, 11 and one reject without an id
 
@@ -65,7 +76,7 @@ def test_a_finished_scan_is_complete_when_it_saw_what_meta_total_counts() -> Non
     page(state, [2, 1], new=1, total=4)  # 2 again: live data shifted
 
     assert (state.received, state.complete) == (3, False)
-    state.add_page([], [7, None], inserted=0, updated=0, total=4)
+    state.add_page([], [7, None], inserted=0, known=0, total=4)
     assert (state.received, state.complete) == (5, False)
 
 

@@ -46,13 +46,21 @@ def save_watermark(conn: Connection, mark: Watermark, *, run_id: int, now: datet
     )
 
 
-def last_checked(conn: Connection, image_ids: Sequence[int]) -> dict[int, datetime]:
+@dataclass(frozen=True)
+class Checked:
+    """When an image was last scanned, and whether the API then said it is gone."""
+
+    at: datetime
+    gone: bool
+
+
+def last_checked(conn: Connection, image_ids: Sequence[int]) -> dict[int, Checked]:
     """Return when each image was last scanned; images never scanned are absent."""
-    found: dict[int, datetime] = {}
+    found: dict[int, Checked] = {}
+    state = image_sync_state.c
     for start in range(0, len(image_ids), 1000):
         chunk = list(image_ids[start : start + 1000])
-        query = select(image_sync_state.c.image_id, image_sync_state.c.last_attempt_at).where(
-            image_sync_state.c.image_id.in_(chunk)
-        )
-        found.update((row.image_id, row.last_attempt_at) for row in conn.execute(query))
+        query = select(state.image_id, state.last_attempt_at, state.gone)
+        for row in conn.execute(query.where(state.image_id.in_(chunk))):
+            found[row.image_id] = Checked(row.last_attempt_at, row.gone)
     return found

@@ -28,7 +28,8 @@ class FeedRead:
     """What one read of the feed found."""
 
     newest: Watermark | None = None  # page 1's newest action: the run's candidate watermark
-    touched: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # image -> actions
+    # Images the feed showed new actions of, and how many: their own listings are the truth.
+    touched: dict[int, int] = field(default_factory=dict)
     pages: int = 0
     estimate: int | None = None  # pages the growth since the watermark needs
     doubt: str | None = None  # why the feed cannot be trusted this run
@@ -36,7 +37,10 @@ class FeedRead:
 
 
 def _usable(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    """Return ``value`` when it can be an id (a BIGINT above 0), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
+        return value
+    return None
 
 
 def read_feed(
@@ -122,7 +126,7 @@ def _read(
             newer += 1
             image = _usable(item.get("resource_id"))
             if item.get("resource_type") == "image" and image is not None and wanted(image):
-                read.touched.setdefault(image, []).append(item)
+                read.touched[image] = read.touched.get(image, 0) + 1
         if page.number >= allowed:
             read.doubt = (
                 f"the feed did not reach the watermark within the {allowed} pages its "

@@ -83,7 +83,7 @@ class ScanOrder:
 
     image_id: int
     full: bool | None = None  # None: as the run says
-    feed_actions: Sequence[Any] = ()  # the feed's new actions of this image, stored first
+    touched: bool = False  # the feed showed new actions: its own listing is read for them
     refresh_only: bool = False  # only refresh stored unfinished actions
     audit: bool = False  # untouched by the feed: checked to catch what the feed missed
 
@@ -94,7 +94,8 @@ def run_order(ctx: RunContext, order: ScanOrder) -> ImageResult:
     An audit whose scan inserts actions found what the feed did not show: a feed miss,
     warned about and counted, and the image is then scanned to the end.
     """
-    result = ImageScan(ctx, ImageResult(order.image_id, audit=order.audit), order=order).run()
+    first = ImageResult(order.image_id, audit=order.audit, touched=order.touched)
+    result = ImageScan(ctx, first, order=order).run()
     if not (order.audit and result.finished and result.counts.inserted):
         return result
     logger.warning(
@@ -150,14 +151,16 @@ class ImageScan:
         return result
 
     def _scan(self) -> None:
-        if self.order.feed_actions:
-            self._take_feed()
         if self.order.refresh_only:
             with self.ctx.engine.connect().execution_options(read_only=True) as conn:
                 running = unfinished_ids(conn, self.result.image_id)
-            self.result.scanned = False
-            self._refresh_unfinished(running, set())
-            return
+            if not self._refresh_unfinished(running, set()):
+                self.result.scanned = False
+                return
+            # An action answered 404: is the image gone? Its own listing says, as always.
+            logger.info(
+                "image %d: an unfinished action is gone; scanning the image", self.result.image_id
+            )
         ctx, result = self.ctx, self.result
         image_id = result.image_id
         with ctx.engine.connect().execution_options(read_only=True) as conn:
@@ -223,7 +226,7 @@ class ImageScan:
             [row["id"] for row in rows],
             [r.action_id for r in rejected],
             inserted=counts.inserted,
-            updated=counts.updated,
+            known=counts.updated + counts.unchanged,
             total=page.total,
         )
         result.counts += counts
@@ -277,20 +280,7 @@ class ImageScan:
                 result.missing,
             )
 
-    def _take_feed(self) -> None:
-        """Store the feed's new actions of this image, as its own listing would.
-
-        They do not make the stored set incomplete: the feed, read down to the watermark,
-        holds every action the image gained since its last complete scan.
-        """
-        rows, rejected = split_page(self.order.feed_actions, self.result.image_id, 0)
-        self.result.counts += self._store(rows, rejected, changing=False)
-        self.result.rejected += len(rejected)
-        self.result.from_feed = len(rows)
-
-    def _store(
-        self, rows: list[ActionRow], rejected: list[Rejected], *, changing: bool = True
-    ) -> UpsertCounts:
+    def _store(self, rows: list[ActionRow], rejected: list[Rejected]) -> UpsertCounts:
         ctx, image_id = self.ctx, self.result.image_id
         now = ctx.now()
         # One transaction per page: a crash keeps the pages before.
@@ -299,7 +289,7 @@ class ImageScan:
                 conn, rows, now=now, write=ctx.write, elsewhere_ids=ctx.listed_elsewhere
             )
             wrote = counts.inserted + counts.updated + len(rejected)
-            if ctx.write and wrote and changing and not self._changing:
+            if ctx.write and wrote and not self._changing:
                 # Until this scan ends, the stored actions are not a complete scan.
                 mark_scan_started(conn, image_id)
                 self._changing = True
@@ -310,12 +300,13 @@ class ImageScan:
         )
         return counts
 
-    def _refresh_unfinished(self, running: list[int], seen: set[int]) -> None:
+    def _refresh_unfinished(self, running: list[int], seen: set[int]) -> int:
         """Fetch, one by one, the actions stored unfinished that the pages did not reach.
 
         ``running`` was read before the pages: any unfinished row written since came from
-        a page, so it is in ``seen``.
+        a page, so it is in ``seen``. Returns how many answered 404 (kept as stored).
         """
+        gone = 0
         result = self.result
         pending = [action_id for action_id in running if action_id not in seen]
         fetched = []
@@ -323,6 +314,7 @@ class ImageScan:
             try:
                 fetched.append(get_image_action(self.ctx.client, result.image_id, action_id))
             except NotFoundError:
+                gone += 1
                 logger.warning(
                     "image %d action %d was unfinished and is now gone (404); kept as stored",
                     result.image_id,
@@ -333,3 +325,4 @@ class ImageScan:
             result.counts += self._store(rows, rejected)
             result.rejected += len(rejected)
             result.refreshed += len(fetched)
+        return gone

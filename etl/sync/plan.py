@@ -24,6 +24,7 @@ class Plan:
     strategy: str
     orders: list[ScanOrder] = field(default_factory=list)
     candidate: Watermark | None = None  # stored only when the run succeeds
+    unscanned: int = 0  # images left alone: the feed showed them nothing new
 
 
 def audit_slice(settings: Settings, images: int) -> int:
@@ -67,17 +68,21 @@ def make_plan(ctx: RunContext, settings: Settings, images: list[int]) -> Plan:
         log("strategy %s: %s; every image is scanned this run", settings.strategy, read.doubt)
         return Plan("per-image", everything, read.newest)
     new = [image_id for image_id in images if image_id not in checked]
-    touched = [i for i in images if i in read.touched and i in checked]
+    # An image the API said is gone is asked again every run, as per image: it stays failed.
+    gone = [i for i in images if i in checked and checked[i].gone]
+    touched = [i for i in images if i in read.touched and i in checked and i not in gone]
     untouched = sorted(
-        (i for i in images if i in checked and i not in read.touched), key=checked.__getitem__
+        (i for i in images if i in checked and i not in read.touched and i not in gone),
+        key=lambda image_id: checked[image_id].at,
     )
     audits = untouched[: audit_slice(settings, len(images))]
     rest = untouched[len(audits) :]
+    refreshes = [image_id for image_id in rest if unfinished.get(image_id)]
     orders = [
-        *(ScanOrder(i, feed_actions=read.touched[i]) for i in touched),
-        *(ScanOrder(i) for i in new),
+        *(ScanOrder(i, touched=True) for i in touched),
+        *(ScanOrder(i) for i in (*new, *gone)),
         *(ScanOrder(i, audit=True) for i in audits),
-        *(ScanOrder(i, refresh_only=True) for i in rest if unfinished.get(i)),
+        *(ScanOrder(i, refresh_only=True) for i in refreshes),
     ]
     logger.info(
         "strategy %s: the feed (%d pages down to the watermark, about %d estimated) touched "
@@ -91,4 +96,4 @@ def make_plan(ctx: RunContext, settings: Settings, images: list[int]) -> Plan:
         len(audits),
         len(images),
     )
-    return Plan("feed", orders, read.newest)
+    return Plan("feed", orders, read.newest, unscanned=len(rest) - len(refreshes))

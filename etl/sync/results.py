@@ -45,7 +45,7 @@ class ImageResult:
     scanned: bool = True  # False: only its unfinished actions were refreshed
     audit: bool = False  # checked though the feed did not touch it
     feed_miss: bool = False  # the audit found actions the feed did not show
-    from_feed: int = 0  # actions taken from the account feed
+    touched: bool = False  # the account feed showed it new actions
     gone: bool = False
     error: str | None = None
     first_page_digest: str | None = None  # of the last scan's first page
@@ -79,6 +79,7 @@ class RunResult:
     last_success: datetime | None = None
     strategy: str = "per-image"  # or "feed": how the run found what changed
     by_kind: dict[str, int] = field(default_factory=dict)  # requests by what they were for
+    unscanned: int = 0  # images a feed run left alone: the feed showed them nothing new
 
     def end(self, outcome: str, error: str) -> None:
         """Record that the run ended early, and why; the first ending is kept."""
@@ -95,8 +96,8 @@ class RunResult:
             return self.ending
         if all(image.ok for image in self.images) and not self.rejected:
             return "succeeded"
-        if any(image.ok for image in self.images):
-            return "partial"
+        if self.unscanned or any(image.ok for image in self.images):
+            return "partial"  # images left alone are as good as the last run made them
         return "failed"
 
     @property

@@ -145,6 +145,7 @@ class _Run:
             self.coordinator.end_run(exc)
             plan = Plan("per-image")
         self.result.strategy, self.candidate = plan.strategy, plan.candidate
+        self.result.unscanned = plan.unscanned
 
         def work(order: ScanOrder) -> ImageResult | None:
             return None if self.coordinator.halt.is_set() else run_order(context, order)

@@ -23,10 +23,12 @@ class ScanState:
 
     ``may_stop`` is whether stopping early is allowed at all: an incremental run, on an
     image whose stored actions were its whole listing when its last sync ended. Then a
-    page may end the scan once every page so far ran newest first, the page brought
-    nothing new or changed, ``meta.total`` is not below what is stored (actions are never
-    deleted), and the actions the stored table lacked account for every action
-    ``meta.total`` counts beyond what is stored.
+    page may end the scan once every page so far ran newest first and the page held an
+    action already stored: new actions come first in a newest-first listing, so past a
+    stored one every action is older, and stored. Two checks stand beside the order:
+    ``meta.total`` is not below what is stored (actions are never deleted), and the
+    actions the stored table lacked account for every action ``meta.total`` counts
+    beyond what is stored.
     """
 
     stored: int  # actions stored for the image before the scan
@@ -44,10 +46,14 @@ class ScanState:
         rejected_ids: Sequence[int | None],
         *,
         inserted: int,
-        updated: int,
+        known: int,
         total: int | None,
     ) -> bool:
-        """Take one page (its rows' ids in order, its rejects) and return whether to stop."""
+        """Take one page and return whether the scan may stop after it.
+
+        ``ids`` are its rows' ids in order, ``rejected_ids`` its rejects; ``inserted`` rows
+        were new, ``known`` were stored before (changed or not).
+        """
         self.ordered = self.ordered and newest_first(ids, self.last_id)
         self.last_id = ids[-1] if ids else self.last_id
         self.seen.update(ids)
@@ -58,7 +64,7 @@ class ScanState:
         return (
             self.may_stop
             and self.ordered
-            and inserted == updated == 0
+            and known > 0
             and total is not None
             and total >= self.stored  # fewer listed than stored: deletions, or a lie
             and self.accounted >= total - self.stored
