@@ -11,7 +11,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from etl.config import TOKEN_ENV, Settings, load_settings
+from etl.config import TOKEN_ENV, Settings, Source, load_settings_and_sources
+from etl.config_file import ConfigFile, find_config_file
 from etl.database_url import mask_database_url
 from etl.errors import ConfigError, EtlError
 from etl.ops.logs import setup_logging
@@ -66,12 +67,22 @@ def _emit(text: str, end: str = "\n") -> None:
         _stdout_to_devnull()
 
 
-def _settings(args: argparse.Namespace, names: Sequence[str]) -> Settings:
+def _load(
+    args: argparse.Namespace, names: Sequence[str]
+) -> tuple[Settings, dict[str, Source], ConfigFile | None]:
+    """Return the settings, where each came from, and the settings file read (if any)."""
     overrides = {name: getattr(args, name, None) for name in names}
     overrides["log_format"] = args.log_format
-    settings = load_settings(args.config, overrides=overrides)
+    found = find_config_file(args.config, os.environ)
+    settings, sources = load_settings_and_sources(
+        found.path if found else None, overrides=overrides
+    )
     setup_logging(args.verbosity or 0, [settings.token or ""], settings.log_format)
-    return settings
+    return settings, sources, found
+
+
+def _settings(args: argparse.Namespace, names: Sequence[str]) -> Settings:
+    return _load(args, names)[0]
 
 
 def _write_metrics(settings: Settings, run: RunResult) -> None:
