@@ -15,6 +15,8 @@ from etl.config import TOKEN_ENV, Settings, Source, load_settings_and_sources
 from etl.config_file import ConfigFile, find_config_file
 from etl.database_url import mask_database_url
 from etl.errors import ConfigError, EtlError
+from etl.ops import check
+from etl.ops.check import run_checks, shown_settings
 from etl.ops.logs import setup_logging
 from etl.ops.metrics import render_metrics, write_metrics
 from etl.ops.options import DEMO_DATABASE_URL, build_parser
@@ -43,6 +45,19 @@ EXIT_CODES = {
     "locked_out": EXIT_LOCKED,
     "deferred": EXIT_DEFERRED,
 }
+
+# The settings sync's (and check's) options set.
+SYNC_SETTINGS = (
+    "database_url",
+    "api_url",
+    "images",
+    "all_images",
+    "per_page",
+    "timeout",
+    "auto_migrate",
+    "max_rejected",
+    "metrics_file",
+)
 
 logger = logging.getLogger("etl")
 
@@ -97,20 +112,7 @@ def _write_metrics(settings: Settings, run: RunResult) -> None:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Run one sync; print a line per image and a total (or one JSON line)."""
-    settings = _settings(
-        args,
-        (
-            "database_url",
-            "api_url",
-            "images",
-            "all_images",
-            "per_page",
-            "timeout",
-            "auto_migrate",
-            "max_rejected",
-            "metrics_file",
-        ),
-    )
+    settings = _settings(args, SYNC_SETTINGS)
     progress = Progress(enabled=None if not args.json and args.verbosity != -1 else False)
 
     def on_image(image: Any) -> None:
@@ -132,6 +134,20 @@ def cmd_sync(args: argparse.Namespace) -> int:
     _emit(format_json(run) if args.json else format_run(run))
     _write_metrics(settings, run)
     return exit_code(run)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Show the settings and where each came from; try the API and the database."""
+    try:
+        settings, sources, found = _load(args, SYNC_SETTINGS)
+    except ConfigError as exc:
+        if args.json:
+            _emit(json.dumps({"ok": False, "error": str(exc)}))
+        raise
+    checks = run_checks(settings)
+    shown = shown_settings(settings, sources)
+    _emit((check.render_json if args.json else check.render_text)(found, shown, checks))
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILED
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -226,6 +242,7 @@ def exit_code(run: RunResult) -> int:
 
 COMMANDS = {
     "sync": cmd_sync,
+    "check": cmd_check,
     "migrate": cmd_migrate,
     "status": cmd_status,
     "report": cmd_report,

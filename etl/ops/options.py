@@ -36,7 +36,13 @@ def _verbosity(parser: argparse.ArgumentParser, default: Any) -> None:
 
 
 def _common(parser: argparse.ArgumentParser, default: Any) -> None:
-    parser.add_argument("--config", metavar="FILE", default=default, help="TOML settings file")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default,
+        help="TOML settings file (default: the path in DO_IMAGE_ACTIONS_CONFIG, else "
+        "$XDG_CONFIG_HOME/do-image-actions/config.toml if it exists)",
+    )
     parser.add_argument(
         "--database-url",
         metavar="URL",
@@ -85,11 +91,9 @@ def _max_age(text: str) -> timedelta:
     return age
 
 
-def _add_sync(commands: Any, common: argparse.ArgumentParser) -> None:
-    sync = commands.add_parser(
-        "sync", parents=[common], help="sync image actions into the database", epilog=EPILOG
-    )
-    sync.add_argument(
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    """Add the options that set a sync's settings (sync and check take the same)."""
+    parser.add_argument(
         "--image",
         metavar="ID",
         type=int,
@@ -97,33 +101,49 @@ def _add_sync(commands: Any, common: argparse.ArgumentParser) -> None:
         dest="images",
         help="image id to sync; repeat for several (env DO_IMAGE_ACTIONS_IMAGES, comma-separated)",
     )
-    sync.add_argument(
+    parser.add_argument(
         "--all-images",
         action="store_const",
         const=True,
         help="sync every private image of the account",
     )
-    sync.add_argument("--api-url", metavar="URL", help="API base URL (default the real API)")
-    sync.add_argument("--per-page", metavar="N", type=int, help="actions per page, 1..200")
-    sync.add_argument(
+    parser.add_argument("--api-url", metavar="URL", help="API base URL (default the real API)")
+    parser.add_argument("--per-page", metavar="N", type=int, help="actions per page, 1..200")
+    parser.add_argument(
         "--timeout", metavar="SECONDS", type=float, help="deadline of one whole request"
     )
-    sync.add_argument(
+    parser.add_argument(
         "--max-rejected", metavar="N", type=int, help="fail when more actions are rejected"
     )
-    sync.add_argument("--metrics-file", metavar="PATH", help="write Prometheus metrics here")
-    sync.add_argument("--full", action="store_true", help="scan every page, not only new ones")
-    sync.add_argument(
-        "--dry-run", action="store_true", help="fetch and compare, print, write nothing"
-    )
-    sync.add_argument("--json", action="store_true", help="print the summary as one JSON line")
-    sync.add_argument(
+    parser.add_argument("--metrics-file", metavar="PATH", help="write Prometheus metrics here")
+    parser.add_argument(
         "--no-migrate",
         action="store_false",
         dest="auto_migrate",
         default=None,
         help="fail instead of upgrading an out-of-date schema",
     )
+
+
+def _add_sync(commands: Any, common: argparse.ArgumentParser) -> None:
+    sync = commands.add_parser(
+        "sync", parents=[common], help="sync image actions into the database", epilog=EPILOG
+    )
+    _add_settings(sync)
+    sync.add_argument("--full", action="store_true", help="scan every page, not only new ones")
+    sync.add_argument(
+        "--dry-run", action="store_true", help="fetch and compare, print, write nothing"
+    )
+    sync.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    check = commands.add_parser(
+        "check",
+        parents=[common],
+        help="show the settings and their sources, try the token and the database; exit 1 "
+        "when something would stop a sync",
+        epilog=EPILOG,
+    )
+    _add_settings(check)
+    check.add_argument("--json", action="store_true", help="print everything as one JSON object")
 
 
 def build_parser() -> argparse.ArgumentParser:
