@@ -17,11 +17,19 @@ from etl.database_url import mask_database_url
 from etl.errors import ConfigError, EtlError
 from etl.ops import check
 from etl.ops.check import run_checks, shown_settings
+from etl.ops.jsonout import json_default
 from etl.ops.logs import setup_logging
 from etl.ops.metrics import render_metrics, write_metrics
-from etl.ops.options import DEMO_DATABASE_URL, build_parser
+from etl.ops.options import DEMO_DATABASE_URL, build_parser, report_filter
 from etl.ops.progress import Progress
-from etl.ops.report import build_report, render_csv, render_json, render_table
+from etl.ops.report import build_report
+from etl.ops.report_formats import (
+    render_csv,
+    render_json,
+    render_ndjson,
+    render_table,
+    write_csv_files,
+)
 from etl.ops.status import IMAGE_COLUMNS, RUN_COLUMNS, read_status
 from etl.ops.summary import format_image, format_json, format_run
 from etl.ops.tables import format_table
@@ -191,7 +199,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "runs": status.runs,
                     "images": status.images,
                 },
-                default=str,
+                default=json_default,
             )
         )
     else:
@@ -203,18 +211,25 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Print the audit report as a table, CSV or JSON."""
+    """Print the audit report as a table, JSON, NDJSON or CSV (or write CSV files)."""
     settings = _settings(args, ("database_url",))
+    only = report_filter(args)
     with connect_synced(settings.database_url) as conn:
-        sections = build_report(conn, now=utc_now(), stuck_after=args.stuck_after)
+        sections = build_report(conn, now=utc_now(), stuck_after=args.stuck_after, only=only)
     if args.section:
         chosen = [section for section in sections if section.name == args.section]
         if not chosen:
             names = ", ".join(section.name for section in sections)
             raise ConfigError(f"--section {args.section} is not a section; choose one of {names}")
         sections = chosen
-    render = {"table": render_table, "csv": render_csv, "json": render_json}[args.format]
-    _emit(render(sections), end="")
+    if args.output_dir:
+        for path, rows in write_csv_files(sections, args.output_dir):
+            _emit(f"wrote {path} ({rows} rows)")
+    elif args.format == "csv":
+        _emit(render_csv(sections[0]), end="")
+    else:
+        render = {"table": render_table, "json": render_json, "ndjson": render_ndjson}
+        _emit(render[args.format](sections), end="")
     return EXIT_OK
 
 

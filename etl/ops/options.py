@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from etl import __version__
 from etl.config import LOG_FORMATS, env_name
 from etl.database_url import DEFAULT_DATABASE_URL
 from etl.errors import ConfigError
+from etl.ops.report import ReportFilter, parse_instant
 from etl.ops.status import parse_age
 
 EPILOG = (
@@ -19,6 +20,7 @@ EPILOG = (
     "130/143 interrupted by SIGINT/SIGTERM."
 )
 DEMO_DATABASE_URL = "sqlite:///do_image_actions_demo.db"
+REPORT_FORMATS = ("table", "csv", "json", "ndjson")
 
 
 def _verbosity(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -146,6 +148,77 @@ def _add_sync(commands: Any, common: argparse.ArgumentParser) -> None:
     check.add_argument("--json", action="store_true", help="print everything as one JSON object")
 
 
+def _instant(text: str) -> datetime:
+    """Return an ISO date or timestamp as UTC; argparse turns the error into exit code 2."""
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO date or timestamp; write it like 2026-03-01 or "
+            "2026-03-01T12:00:00Z"
+        ) from exc
+
+
+def _add_report(commands: Any, common: argparse.ArgumentParser) -> None:
+    report = commands.add_parser(
+        "report", parents=[common], help="summarise stored actions for auditors"
+    )
+    report.add_argument(
+        "--format",
+        choices=REPORT_FORMATS,
+        default="table",
+        help="output format; csv needs --section or --output-dir",
+    )
+    report.add_argument("--section", metavar="NAME", help="print only this section")
+    report.add_argument(
+        "--output-dir", metavar="DIR", help="with --format csv: write DIR/<section>.csv files"
+    )
+    report.add_argument(
+        "--stuck-after",
+        metavar="AGE",
+        type=_age,
+        default="1h",
+        help="in-progress older than this is stuck",
+    )
+    report.add_argument(
+        "--since", metavar="WHEN", type=_instant, help="actions started at or after (UTC)"
+    )
+    report.add_argument("--until", metavar="WHEN", type=_instant, help="actions started before")
+    report.add_argument(
+        "--image", metavar="ID", type=int, action="append", dest="images", help="repeatable"
+    )
+    report.add_argument(
+        "--type", metavar="TYPE", action="append", dest="types", help="action type; repeatable"
+    )
+    report.add_argument(
+        "--status", metavar="STATUS", action="append", dest="statuses", help="repeatable"
+    )
+
+
+def report_filter(args: argparse.Namespace) -> ReportFilter:
+    """Return the report's filter; refuse what no CSV reader or no action can satisfy.
+
+    Raises:
+        ConfigError: CSV without one table per output, or --since not before --until.
+    """
+    if args.format == "csv" and not (args.section or args.output_dir):
+        raise ConfigError(
+            "a CSV file holds one table: with --format csv, choose one with --section NAME, "
+            "or write a file per section with --output-dir DIR"
+        )
+    if args.output_dir and args.format != "csv":
+        raise ConfigError("--output-dir writes CSV files; add --format csv")
+    if args.since and args.until and args.since >= args.until:
+        raise ConfigError(f"--since {args.since} is not before --until {args.until}; swap them")
+    return ReportFilter(
+        since=args.since,
+        until=args.until,
+        images=tuple(args.images or ()),
+        types=tuple(args.types or ()),
+        statuses=tuple(args.statuses or ()),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser for every command."""
     parser = argparse.ArgumentParser(
@@ -178,20 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print as JSON")
 
-    report = commands.add_parser(
-        "report", parents=[common], help="summarise stored actions for auditors"
-    )
-    report.add_argument(
-        "--format", choices=("table", "csv", "json"), default="table", help="output format"
-    )
-    report.add_argument("--section", metavar="NAME", help="print only this section")
-    report.add_argument(
-        "--stuck-after",
-        metavar="AGE",
-        type=_age,
-        default="1h",
-        help="in-progress older than this is stuck",
-    )
+    _add_report(commands, common)
 
     demo = commands.add_parser(
         "demo",
