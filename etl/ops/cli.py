@@ -131,7 +131,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     try:
         run = run_sync(
-            settings, full=args.full, dry_run=args.dry_run, on_image=on_image, on_page=progress.page
+            settings,
+            full=args.full,
+            dry_run=args.dry_run,
+            on_image=on_image,
+            on_page=progress.page,
+            on_plan=progress.plan,
         )
     finally:
         progress.close()

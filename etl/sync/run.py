@@ -50,6 +50,7 @@ class _Run:
         now: Callable[[], datetime],
         on_image: Callable[[ImageResult], None] | None,
         on_page: Callable[[ImageResult], None] | None,
+        on_plan: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -59,6 +60,7 @@ class _Run:
         self.now = now
         self.on_image = on_image
         self.on_page = on_page
+        self.on_plan = on_plan
         self.lock: SyncLock | None = None
         self._tally = threading.Lock()  # rejections across workers, and on_page's output
         self._rejected: dict[int, int] = {}
@@ -141,6 +143,8 @@ class _Run:
         except BaseException as exc:  # settled below, like a worker's
             self.coordinator.end_run(exc)
             planned = []
+        if self.on_plan is not None:
+            self.on_plan(len(planned))
 
         def work(image_id: int) -> ImageResult | None:
             return None if self.coordinator.halt.is_set() else scan_image(context, image_id)
@@ -274,6 +278,7 @@ def run_sync(
     now: Callable[[], datetime] = utc_now,
     on_image: Callable[[ImageResult], None] | None = None,
     on_page: Callable[[ImageResult], None] | None = None,
+    on_plan: Callable[[int], None] | None = None,
     limiter: RateLimiter | None = None,
 ) -> RunResult:
     """Sync the configured images into the configured database.
@@ -284,6 +289,8 @@ def run_sync(
     end the run with outcome "failed" and their one-sentence message in ``error``. In the
     main thread, SIGTERM and SIGINT end the run within a second or two as "interrupted"
     (``signal`` says which). Messages never hold the token, even one the API echoed.
+    ``on_plan`` learns how many images the run will sync, once it knows (with
+    --all-images, after listing them); ``on_page`` and ``on_image`` follow.
 
     Raises:
         ConfigError: no token, or no images to sync: nothing was requested.
@@ -324,6 +331,7 @@ def run_sync(
         now=now,
         on_image=on_image,
         on_page=on_page,
+        on_plan=on_plan,
     )
     try:
         with _stop_on_signals(coordinator), translate_errors(settings.database_url):
