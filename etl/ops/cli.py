@@ -140,10 +140,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
         )
     finally:
         progress.close()
+    fields = {"run_id": run.run_id, "requests": run.requests}
     if run.error and run.outcome == "deferred":
-        logger.warning("%s", run.error)
+        logger.warning("%s", run.error, extra=fields)
     elif run.error:
-        logger.error("%s", run.error)
+        logger.error("%s", run.error, extra=fields)
     _emit(format_json(run) if args.json else format_run(run))
     _write_metrics(settings, run)
     return exit_code(run)

@@ -80,6 +80,12 @@ class _Run:
         self.lock = lock
         try:
             self.result.run_id = self.start(revision)
+            logger.debug(
+                "run %d started (%s)",
+                self.result.run_id,
+                self.result.mode,
+                extra={"run_id": self.result.run_id},
+            )
             try:
                 bug = self.sync_all()
             except BaseException as exc:  # whatever escapes, the ledger row is finished
@@ -345,4 +351,12 @@ def run_sync(
         client.close()
         engine.dispose()
         result.error = client.redact(result.error) if result.error else None
+    logger.debug(
+        "the run ended %s: %d images, %d requests, %.2f s",
+        result.outcome,
+        len(result.images),
+        result.requests,
+        result.seconds,
+        extra={"run_id": result.run_id, "requests": result.requests},
+    )
     return result
