@@ -27,6 +27,19 @@ STRATEGIES = ("auto", "feed", "per-image")
 MAX_WORKERS = 32  # past this the rate limit, not concurrency, is the wall
 MAX_IMAGE_ID = 2**63 - 1  # ids are stored as BIGINT: a larger one would fail mid-run
 API_VERSION_PATH = "/v2"  # DigitalOcean documents the base URL with it; our paths carry it
+# Command-line options whose name is not --setting-name.
+OPTION_NAMES = {"images": "--image", "auto_migrate": "--no-migrate"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a setting's value came from: a default, a file, a variable or an option."""
+
+    kind: str  # "default", "file", "env" or "option"
+    where: str = ""  # the file's path, the variable's or the option's name
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.where}".rstrip()
 
 
 @dataclass(frozen=True)
@@ -250,8 +263,9 @@ def _read_environ(environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
-def _read_token(token_file: str | None, environ: Mapping[str, str]) -> str | None:
+def _read_token(token_file: str | None, environ: Mapping[str, str]) -> tuple[str | None, Source]:
     token = environ.get(TOKEN_ENV, "").strip()
+    source = Source("env", TOKEN_ENV) if token else Source("default")
     if not token and token_file:
         path = Path(token_file)
         try:
@@ -266,13 +280,14 @@ def _read_token(token_file: str | None, environ: Mapping[str, str]) -> str | Non
             logger.warning(
                 "token_file %s can be read by other users; run chmod 600 on it", token_file
             )
+        source = Source("file", token_file) if token else Source("default")
     if token and any(ch.isspace() for ch in token):
         raise ConfigError("the API token contains white space; check how it was stored")
     if token and not (token.isascii() and token.isprintable()):
         raise ConfigError(
             "the API token holds characters an HTTP header cannot carry; check how it was stored"
         )
-    return token or None
+    return token or None, source
 
 
 def load_settings(
@@ -287,19 +302,41 @@ def load_settings(
     Raises:
         ConfigError: a file, variable or option is invalid; the message names it.
     """
+    return load_settings_and_sources(path, environ, overrides)[0]
+
+
+def load_settings_and_sources(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[Settings, dict[str, Source]]:
+    """Return settings as load_settings does, and where each came from (``token`` included).
+
+    Raises:
+        ConfigError: a file, variable or option is invalid; the message names it.
+    """
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
+    sources = {name: Source("default") for name in SETTINGS}
     if path is not None:
-        values.update(_read_toml(Path(path)))
-    values.update(_read_environ(environ))
+        from_file = _read_toml(Path(path))
+        values.update(from_file)
+        sources.update(dict.fromkeys(from_file, Source("file", str(path))))
+    from_env = _read_environ(environ)
+    values.update(from_env)
+    sources.update({name: Source("env", env_name(name)) for name in from_env})
     for key, value in (overrides or {}).items():
         if value is None:
             continue
         if key not in SETTINGS:
             raise ConfigError(f"unknown option {key}")
-        values[key] = SETTINGS[key][0](f"--{key.replace('_', '-')}", value)
+        option = OPTION_NAMES.get(key, f"--{key.replace('_', '-')}")
+        values[key] = SETTINGS[key][0](option, value)
+        sources[key] = Source("option", option)
     if values.get("images") == "all":
         values["images"] = ()
         values["all_images"] = True
+        sources["all_images"] = sources["images"]
     settings = Settings(**values)
-    return replace(settings, token=_read_token(settings.token_file, environ))
+    token, sources["token"] = _read_token(settings.token_file, environ)
+    return replace(settings, token=token), sources

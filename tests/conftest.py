@@ -28,6 +28,15 @@ def _restore_logging() -> Iterator[None]:
     root.setLevel(level)
 
 
+@pytest.fixture(autouse=True)
+def _no_user_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Hide the developer's own settings file: commands find a default config by themselves."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "no-user-config"))
+    monkeypatch.delenv("DO_IMAGE_ACTIONS_CONFIG", raising=False)
+
+
 @pytest.fixture
 def world() -> World:
     return World.generate(images=3, actions_per_image=45, seed=7)

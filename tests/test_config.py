@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from etl.config import Settings, load_settings
+from etl.config import (
+    SETTINGS,
+    TOKEN_ENV,
+    Settings,
+    Source,
+    load_settings,
+    load_settings_and_sources,
+)
 from etl.database_url import mask_database_url
 from etl.errors import ConfigError
 
@@ -225,3 +232,43 @@ def test_strategy_and_audit_slice_come_from_file_env_and_option(tmp_path: Path) 
     assert load_settings(environ={}).strategy == "auto"
     with pytest.raises(ConfigError, match=r"^DO_IMAGE_ACTIONS_STRATEGY must be one of auto, feed"):
         load_settings(environ={"DO_IMAGE_ACTIONS_STRATEGY": "fast"})
+
+
+def test_load_settings_and_sources_names_where_each_value_came_from(tmp_path: Path) -> None:
+    path = write(tmp_path, 'per_page = 50\ntimeout = 5\nimages = "all"\n')
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
+    environ = {
+        "DO_IMAGE_ACTIONS_PER_PAGE": "60",
+        "DO_IMAGE_ACTIONS_TOKEN_FILE": str(token_file),
+    }
+    overrides = {"database_url": "sqlite:///o.db", "auto_migrate": False, "workers": None}
+
+    settings, sources = load_settings_and_sources(path, environ, overrides)
+
+    assert settings == load_settings(path, environ, overrides)
+    assert {name: str(source) for name, source in sources.items() if source.kind != "default"} == {
+        "per_page": "env DO_IMAGE_ACTIONS_PER_PAGE",
+        "timeout": f"file {path}",
+        "images": f"file {path}",
+        "all_images": f"file {path}",
+        "token_file": "env DO_IMAGE_ACTIONS_TOKEN_FILE",
+        "token": f"file {token_file}",
+        "database_url": "option --database-url",
+        "auto_migrate": "option --no-migrate",
+    }
+    assert set(sources) == {*SETTINGS, "token"}
+
+
+@pytest.mark.parametrize(
+    ("environ", "source"),
+    [
+        pytest.param({"DIGITALOCEAN_ACCESS_TOKEN": TOKEN}, Source("env", TOKEN_ENV), id="env"),
+        pytest.param({}, Source("default"), id="absent"),
+    ],
+)
+def test_load_settings_and_sources_names_the_tokens_source(
+    environ: dict[str, str], source: Source
+) -> None:
+    assert load_settings_and_sources(environ=environ)[1]["token"] == source

@@ -447,7 +447,7 @@ DEMO = ["demo", "--images", "1", "--actions", "3"]
     ("command", "buffered", "code"),
     [
         pytest.param(["status"], False, 0, id="status"),
-        pytest.param(["report", "--format", "csv"], False, 0, id="report"),
+        pytest.param(["report", "--format", "ndjson"], False, 0, id="report"),
         pytest.param(["migrate"], False, 0, id="migrate"),
         pytest.param(["sync", "--full"], False, 0, id="sync"),  # the sync goes on, and succeeds
         # The demo prints outside the CLI's output function: unbuffered, its run is cut

@@ -11,14 +11,25 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from etl.config import TOKEN_ENV, Settings, load_settings
+from etl.config import TOKEN_ENV, Settings, Source, load_settings_and_sources
+from etl.config_file import ConfigFile, find_config_file
 from etl.database_url import mask_database_url
 from etl.errors import ConfigError, EtlError
+from etl.ops import check
+from etl.ops.check import run_checks, shown_settings
+from etl.ops.jsonout import json_default
 from etl.ops.logs import setup_logging
 from etl.ops.metrics import render_metrics, write_metrics
-from etl.ops.options import DEMO_DATABASE_URL, build_parser
+from etl.ops.options import DEMO_DATABASE_URL, build_parser, report_filter
 from etl.ops.progress import Progress
-from etl.ops.report import build_report, render_csv, render_json, render_table
+from etl.ops.report import build_report
+from etl.ops.report_formats import (
+    render_csv,
+    render_json,
+    render_ndjson,
+    render_table,
+    write_csv_files,
+)
 from etl.ops.status import IMAGE_COLUMNS, RUN_COLUMNS, read_status
 from etl.ops.summary import format_image, format_json, format_run
 from etl.ops.tables import format_table
@@ -34,6 +45,20 @@ EXIT_USAGE = 2  # bad command line or configuration; nothing was requested
 # A sync exits with its outcome's code: etl.sync.results.EXIT_CODES (3 partial, 4 locked
 # out, 5 deferred, ...).
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130; SIGTERM gives 143
+
+# The settings sync's (and check's) options set.
+SYNC_SETTINGS = (
+    "database_url",
+    "api_url",
+    "images",
+    "all_images",
+    "per_page",
+    "timeout",
+    "auto_migrate",
+    "max_rejected",
+    "metrics_file",
+    "strategy",
+)
 
 logger = logging.getLogger("etl")
 
@@ -58,12 +83,22 @@ def _emit(text: str, end: str = "\n") -> None:
         _stdout_to_devnull()
 
 
-def _settings(args: argparse.Namespace, names: Sequence[str]) -> Settings:
+def _load(
+    args: argparse.Namespace, names: Sequence[str]
+) -> tuple[Settings, dict[str, Source], ConfigFile | None]:
+    """Return the settings, where each came from, and the settings file read (if any)."""
     overrides = {name: getattr(args, name, None) for name in names}
     overrides["log_format"] = args.log_format
-    settings = load_settings(args.config, overrides=overrides)
+    found = find_config_file(args.config, os.environ)
+    settings, sources = load_settings_and_sources(
+        found.path if found else None, overrides=overrides
+    )
     setup_logging(args.verbosity or 0, [settings.token or ""], settings.log_format)
-    return settings
+    return settings, sources, found
+
+
+def _settings(args: argparse.Namespace, names: Sequence[str]) -> Settings:
+    return _load(args, names)[0]
 
 
 def _write_metrics(settings: Settings, run: RunResult) -> None:
@@ -78,21 +113,7 @@ def _write_metrics(settings: Settings, run: RunResult) -> None:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Run one sync; print a line per image and a total (or one JSON line)."""
-    settings = _settings(
-        args,
-        (
-            "database_url",
-            "api_url",
-            "images",
-            "all_images",
-            "per_page",
-            "timeout",
-            "auto_migrate",
-            "max_rejected",
-            "metrics_file",
-            "strategy",
-        ),
-    )
+    settings = _settings(args, SYNC_SETTINGS)
     progress = Progress(enabled=None if not args.json and args.verbosity != -1 else False)
 
     def on_image(image: Any) -> None:
@@ -103,17 +124,37 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     try:
         run = run_sync(
-            settings, full=args.full, dry_run=args.dry_run, on_image=on_image, on_page=progress.page
+            settings,
+            full=args.full,
+            dry_run=args.dry_run,
+            on_image=on_image,
+            on_page=progress.page,
+            on_plan=progress.plan,
         )
     finally:
         progress.close()
+    fields = {"run_id": run.run_id, "requests": run.requests}
     if run.error and run.outcome == "deferred":
-        logger.warning("%s", run.error)
+        logger.warning("%s", run.error, extra=fields)
     elif run.error:
-        logger.error("%s", run.error)
+        logger.error("%s", run.error, extra=fields)
     _emit(format_json(run) if args.json else format_run(run))
     _write_metrics(settings, run)
     return exit_code(run)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Show the settings and where each came from; try the API and the database."""
+    try:
+        settings, sources, found = _load(args, SYNC_SETTINGS)
+    except ConfigError as exc:
+        if args.json:
+            _emit(json.dumps({"ok": False, "error": str(exc)}))
+        raise
+    checks = run_checks(settings)
+    shown = shown_settings(settings, sources)
+    _emit((check.render_json if args.json else check.render_text)(found, shown, checks))
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILED
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -157,7 +198,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "runs": status.runs,
                     "images": status.images,
                 },
-                default=str,
+                default=json_default,
             )
         )
     else:
@@ -169,18 +210,25 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Print the audit report as a table, CSV or JSON."""
+    """Print the audit report as a table, JSON, NDJSON or CSV (or write CSV files)."""
     settings = _settings(args, ("database_url",))
+    only = report_filter(args)
     with connect_synced(settings.database_url) as conn:
-        sections = build_report(conn, now=utc_now(), stuck_after=args.stuck_after)
+        sections = build_report(conn, now=utc_now(), stuck_after=args.stuck_after, only=only)
     if args.section:
         chosen = [section for section in sections if section.name == args.section]
         if not chosen:
             names = ", ".join(section.name for section in sections)
             raise ConfigError(f"--section {args.section} is not a section; choose one of {names}")
         sections = chosen
-    render = {"table": render_table, "csv": render_csv, "json": render_json}[args.format]
-    _emit(render(sections), end="")
+    if args.output_dir:
+        for path, rows in write_csv_files(sections, args.output_dir):
+            _emit(f"wrote {path} ({rows} rows)")
+    elif args.format == "csv":
+        _emit(render_csv(sections[0]), end="")
+    else:
+        render = {"table": render_table, "json": render_json, "ndjson": render_ndjson}
+        _emit(render[args.format](sections), end="")
     return EXIT_OK
 
 
@@ -206,6 +254,7 @@ def exit_code(run: RunResult) -> int:
 
 COMMANDS = {
     "sync": cmd_sync,
+    "check": cmd_check,
     "migrate": cmd_migrate,
     "status": cmd_status,
     "report": cmd_report,

@@ -7,8 +7,11 @@ import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Fields a log call may pass with extra={...}; JSON lines carry them beside the message.
+STRUCTURED_FIELDS = ("run_id", "image_id", "page", "requests")
 
 
 class RedactingFormatter(logging.Formatter):
@@ -30,18 +33,27 @@ class RedactingFormatter(logging.Formatter):
 
 
 class JsonFormatter(RedactingFormatter):
-    """One JSON object per line: time, level, logger, message (and exception)."""
+    """One JSON object per line: time, level, logger, message, fields, exception.
+
+    The fields are the STRUCTURED_FIELDS a log call passed with ``extra=``; a field it did
+    not pass (or passed as None) is absent.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         """Return the record as a JSON line, secrets blanked."""
-        entry = {
+        entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": self.redact(record.getMessage()),
         }
+        for name in STRUCTURED_FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                entry[name] = self.redact(value) if isinstance(value, str) else value
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = self.redact(self.formatException(record.exc_info))
+        # Redacted before encoding too: JSON escapes could spell a secret differently.
         return self.redact(json.dumps(entry, ensure_ascii=False))
 
 

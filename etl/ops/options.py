@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from etl import __version__
 from etl.config import LOG_FORMATS, env_name
 from etl.database_url import DEFAULT_DATABASE_URL
 from etl.errors import ConfigError
+from etl.ops.report import ReportFilter, parse_instant
 from etl.ops.status import parse_age
 
 EPILOG = (
@@ -19,6 +20,7 @@ EPILOG = (
     "130/143 interrupted by SIGINT/SIGTERM."
 )
 DEMO_DATABASE_URL = "sqlite:///do_image_actions_demo.db"
+REPORT_FORMATS = ("table", "csv", "json", "ndjson")
 
 
 def _verbosity(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -36,7 +38,13 @@ def _verbosity(parser: argparse.ArgumentParser, default: Any) -> None:
 
 
 def _common(parser: argparse.ArgumentParser, default: Any) -> None:
-    parser.add_argument("--config", metavar="FILE", default=default, help="TOML settings file")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default,
+        help="TOML settings file (default: the path in DO_IMAGE_ACTIONS_CONFIG, else "
+        "$XDG_CONFIG_HOME/do-image-actions/config.toml if it exists)",
+    )
     parser.add_argument(
         "--database-url",
         metavar="URL",
@@ -85,11 +93,9 @@ def _max_age(text: str) -> timedelta:
     return age
 
 
-def _add_sync(commands: Any, common: argparse.ArgumentParser) -> None:
-    sync = commands.add_parser(
-        "sync", parents=[common], help="sync image actions into the database", epilog=EPILOG
-    )
-    sync.add_argument(
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    """Add the options that set a sync's settings (sync and check take the same)."""
+    parser.add_argument(
         "--image",
         metavar="ID",
         type=int,
@@ -97,37 +103,124 @@ def _add_sync(commands: Any, common: argparse.ArgumentParser) -> None:
         dest="images",
         help="image id to sync; repeat for several (env DO_IMAGE_ACTIONS_IMAGES, comma-separated)",
     )
-    sync.add_argument(
+    parser.add_argument(
         "--all-images",
         action="store_const",
         const=True,
         help="sync every private image of the account",
     )
-    sync.add_argument(
+    parser.add_argument(
         "--strategy",
         choices=("auto", "feed", "per-image"),
         help="how to find what changed: the account's action feed, or every image's list",
     )
-    sync.add_argument("--api-url", metavar="URL", help="API base URL (default the real API)")
-    sync.add_argument("--per-page", metavar="N", type=int, help="actions per page, 1..200")
-    sync.add_argument(
+    parser.add_argument("--api-url", metavar="URL", help="API base URL (default the real API)")
+    parser.add_argument("--per-page", metavar="N", type=int, help="actions per page, 1..200")
+    parser.add_argument(
         "--timeout", metavar="SECONDS", type=float, help="deadline of one whole request"
     )
-    sync.add_argument(
+    parser.add_argument(
         "--max-rejected", metavar="N", type=int, help="fail when more actions are rejected"
     )
-    sync.add_argument("--metrics-file", metavar="PATH", help="write Prometheus metrics here")
-    sync.add_argument("--full", action="store_true", help="scan every page, not only new ones")
-    sync.add_argument(
-        "--dry-run", action="store_true", help="fetch and compare, print, write nothing"
-    )
-    sync.add_argument("--json", action="store_true", help="print the summary as one JSON line")
-    sync.add_argument(
+    parser.add_argument("--metrics-file", metavar="PATH", help="write Prometheus metrics here")
+    parser.add_argument(
         "--no-migrate",
         action="store_false",
         dest="auto_migrate",
         default=None,
         help="fail instead of upgrading an out-of-date schema",
+    )
+
+
+def _add_sync(commands: Any, common: argparse.ArgumentParser) -> None:
+    sync = commands.add_parser(
+        "sync", parents=[common], help="sync image actions into the database", epilog=EPILOG
+    )
+    _add_settings(sync)
+    sync.add_argument("--full", action="store_true", help="scan every page, not only new ones")
+    sync.add_argument(
+        "--dry-run", action="store_true", help="fetch and compare, print, write nothing"
+    )
+    sync.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    check = commands.add_parser(
+        "check",
+        parents=[common],
+        help="show the settings and their sources, try the token and the database; exit 1 "
+        "when something would stop a sync",
+        epilog=EPILOG,
+    )
+    _add_settings(check)
+    check.add_argument("--json", action="store_true", help="print everything as one JSON object")
+
+
+def _instant(text: str) -> datetime:
+    """Return an ISO date or timestamp as UTC; argparse turns the error into exit code 2."""
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO date or timestamp; write it like 2026-03-01 or "
+            "2026-03-01T12:00:00Z"
+        ) from exc
+
+
+def _add_report(commands: Any, common: argparse.ArgumentParser) -> None:
+    report = commands.add_parser(
+        "report", parents=[common], help="summarise stored actions for auditors"
+    )
+    report.add_argument(
+        "--format",
+        choices=REPORT_FORMATS,
+        default="table",
+        help="output format; csv needs --section or --output-dir",
+    )
+    report.add_argument("--section", metavar="NAME", help="print only this section")
+    report.add_argument(
+        "--output-dir", metavar="DIR", help="with --format csv: write DIR/<section>.csv files"
+    )
+    report.add_argument(
+        "--stuck-after",
+        metavar="AGE",
+        type=_age,
+        default="1h",
+        help="in-progress older than this is stuck",
+    )
+    report.add_argument(
+        "--since", metavar="WHEN", type=_instant, help="actions started at or after (UTC)"
+    )
+    report.add_argument("--until", metavar="WHEN", type=_instant, help="actions started before")
+    report.add_argument(
+        "--image", metavar="ID", type=int, action="append", dest="images", help="repeatable"
+    )
+    report.add_argument(
+        "--type", metavar="TYPE", action="append", dest="types", help="action type; repeatable"
+    )
+    report.add_argument(
+        "--status", metavar="STATUS", action="append", dest="statuses", help="repeatable"
+    )
+
+
+def report_filter(args: argparse.Namespace) -> ReportFilter:
+    """Return the report's filter; refuse what no CSV reader or no action can satisfy.
+
+    Raises:
+        ConfigError: CSV without one table per output, or --since not before --until.
+    """
+    if args.format == "csv" and not (args.section or args.output_dir):
+        raise ConfigError(
+            "a CSV file holds one table: with --format csv, choose one with --section NAME, "
+            "or write a file per section with --output-dir DIR"
+        )
+    if args.output_dir and args.format != "csv":
+        raise ConfigError("--output-dir writes CSV files; add --format csv")
+    if args.since and args.until and args.since >= args.until:
+        raise ConfigError(f"--since {args.since} is not before --until {args.until}; swap them")
+    return ReportFilter(
+        since=args.since,
+        until=args.until,
+        images=tuple(args.images or ()),
+        types=tuple(args.types or ()),
+        statuses=tuple(args.statuses or ()),
     )
 
 
@@ -163,20 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print as JSON")
 
-    report = commands.add_parser(
-        "report", parents=[common], help="summarise stored actions for auditors"
-    )
-    report.add_argument(
-        "--format", choices=("table", "csv", "json"), default="table", help="output format"
-    )
-    report.add_argument("--section", metavar="NAME", help="print only this section")
-    report.add_argument(
-        "--stuck-after",
-        metavar="AGE",
-        type=_age,
-        default="1h",
-        help="in-progress older than this is stuck",
-    )
+    _add_report(commands, common)
 
     demo = commands.add_parser(
         "demo",

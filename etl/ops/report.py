@@ -2,30 +2,69 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Date, cast, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from etl.ops.tables import format_table
 from etl.store.schema import image_actions
 
 ACTION_COLUMNS = ("id", "image_id", "type", "status", "region_slug", "started_at")
-NO_REGION = "(none)"
+NO_REGION = "(none)"  # how the table for people shows a group without a value
 
 
 @dataclass
 class Section:
-    """One table of the report."""
+    """One table of the report: values as stored (None for missing, aware UTC datetimes)."""
 
     name: str
     columns: tuple[str, ...]
     rows: list[tuple[Any, ...]]
+    blank: str = ""  # how the table for people shows a missing value
+
+
+@dataclass(frozen=True)
+class ReportFilter:
+    """Which actions every section counts: started in [since, until), of these images, etc."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    images: Sequence[int] = field(default_factory=tuple)
+    types: Sequence[str] = field(default_factory=tuple)
+    statuses: Sequence[str] = field(default_factory=tuple)
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """Return the WHERE conditions; an action without started_at fails since and until."""
+        column = image_actions.c
+        wanted: list[ColumnElement[bool]] = []
+        if self.since is not None:
+            wanted.append(column.started_at >= self.since)
+        if self.until is not None:
+            wanted.append(column.started_at < self.until)
+        if self.images:
+            wanted.append(column.image_id.in_(self.images))
+        if self.types:
+            wanted.append(column.type.in_(self.types))
+        if self.statuses:
+            wanted.append(column.status.in_(self.statuses))
+        return wanted
+
+
+def parse_instant(text: str) -> datetime:
+    """Return an ISO date or timestamp as an aware UTC datetime; a date is its midnight UTC.
+
+    A timestamp without an offset is taken as UTC.
+
+    Raises:
+        ValueError: the text is neither.
+    """
+    value = datetime.fromisoformat(text.strip())
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def _utc_day(conn: Connection) -> ColumnElement[Any]:
@@ -36,21 +75,31 @@ def _utc_day(conn: Connection) -> ColumnElement[Any]:
     return func.date(column)  # SQLite and MariaDB store UTC already
 
 
-def _counts(conn: Connection, name: str, key: ColumnElement[Any], label: str) -> Section:
-    rows = conn.execute(
-        select(key.label(label), func.count().label("actions"))
-        .select_from(image_actions)
-        .group_by(key)
-        .order_by(key)
-    )
-    cleaned = [(NO_REGION if value is None else _plain(value), count) for value, count in rows]
-    return Section(name, (label, "actions"), sorted(cleaned, key=lambda row: str(row[0])))
-
-
-def _plain(value: Any) -> Any:
+def _day(value: Any) -> Any:
+    """Return a day as YYYY-MM-DD, whatever type the dialect's date() gave."""
     if isinstance(value, datetime | date):
         return value.isoformat()[:10]
     return value
+
+
+def _counts(
+    conn: Connection,
+    name: str,
+    key: ColumnElement[Any],
+    label: str,
+    where: list[ColumnElement[bool]],
+) -> Section:
+    rows = conn.execute(
+        select(key.label(label), func.count().label("actions"))
+        .select_from(image_actions)
+        .where(*where)
+        .group_by(key)
+        .order_by(key)
+    )
+    cleaned = [(_day(value), count) for value, count in rows]
+    # Missing first, then by text, on every dialect alike.
+    ordered = sorted(cleaned, key=lambda row: (row[0] is not None, str(row[0])))
+    return Section(name, (label, "actions"), ordered, blank=NO_REGION)
 
 
 def _actions(conn: Connection, name: str, *conditions: ColumnElement[bool]) -> Section:
@@ -59,59 +108,31 @@ def _actions(conn: Connection, name: str, *conditions: ColumnElement[bool]) -> S
         .where(*conditions)
         .order_by(image_actions.c.started_at, image_actions.c.id)
     )
-    return Section(
-        name,
-        ACTION_COLUMNS,
-        [tuple(v.isoformat() if isinstance(v, datetime) else v for v in row) for row in rows],
-    )
+    return Section(name, ACTION_COLUMNS, [tuple(row) for row in rows])
 
 
-def build_report(conn: Connection, *, now: datetime, stuck_after: timedelta) -> list[Section]:
-    """Return the report's sections, computed by the database."""
+def build_report(
+    conn: Connection,
+    *,
+    now: datetime,
+    stuck_after: timedelta,
+    only: ReportFilter | None = None,
+) -> list[Section]:
+    """Return the report's sections, computed by the database, each narrowed by ``only``."""
+    where = (only or ReportFilter()).conditions()
+    actions = image_actions.c
     return [
-        _counts(conn, "by_status", image_actions.c.status, "status"),
-        _counts(conn, "by_type", image_actions.c.type, "type"),
-        _counts(conn, "by_region", image_actions.c.region_slug, "region"),
-        _counts(conn, "by_day", _utc_day(conn), "day"),
-        _actions(conn, "errored", image_actions.c.status == "errored"),
+        _counts(conn, "by_status", actions.status, "status", where),
+        _counts(conn, "by_type", actions.type, "type", where),
+        _counts(conn, "by_region", actions.region_slug, "region", where),
+        _counts(conn, "by_day", _utc_day(conn), "day", where),
+        _actions(conn, "errored", actions.status == "errored", *where),
         _actions(
             conn,
             "stuck_in_progress",
-            image_actions.c.status == "in-progress",
-            image_actions.c.started_at < now - stuck_after,
+            actions.status == "in-progress",
+            actions.started_at < now - stuck_after,
+            *where,
         ),
-        _actions(conn, "missing", image_actions.c.missing_since.is_not(None)),
+        _actions(conn, "missing", actions.missing_since.is_not(None), *where),
     ]
-
-
-def render_table(sections: list[Section]) -> str:
-    """Return the sections as aligned plain-text tables."""
-    blocks = [
-        f"{section.name}:\n{format_table(section.rows, section.columns)}"
-        + ("" if section.rows else "\n(none)")
-        for section in sections
-    ]
-    return "\n\n".join(blocks) + "\n"
-
-
-def render_csv(sections: list[Section]) -> str:
-    """Return the sections as CSV tables, each led by a header whose first column is section."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    for index, section in enumerate(sections):
-        if index:
-            out.write("\n")
-        writer.writerow(("section", *section.columns))
-        writer.writerows((section.name, *row) for row in section.rows)
-    return out.getvalue()
-
-
-def render_json(sections: list[Section]) -> str:
-    """Return the sections as one JSON object of lists of records."""
-    return (
-        json.dumps(
-            {s.name: [dict(zip(s.columns, row, strict=True)) for row in s.rows] for s in sections},
-            indent=2,
-        )
-        + "\n"
-    )

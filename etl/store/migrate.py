@@ -56,9 +56,18 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def revision_of(conn: Connection) -> str | None:
+    """Return the Alembic revision of the database ``conn`` is on, or None for none."""
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def is_known_revision(revision: str) -> bool:
+    """Return whether this version of the tool ships ``revision``."""
+    return revision in {script.revision for script in _scripts().walk_revisions()}
+
+
 def _refuse_unknown(current: str | None) -> None:
-    known = {script.revision for script in _scripts().walk_revisions()}
-    if current is not None and current not in known:
+    if current is not None and not is_known_revision(current):
         raise DatabaseError(
             f"the database is at schema revision {current!r}, which this version of "
             "do-image-actions does not know; upgrade the tool"

@@ -132,7 +132,7 @@ class ImageScan:
         try:
             self._scan()
         except NotFoundError as exc:
-            logger.error("image %d failed: %s", result.image_id, exc)
+            logger.error("image %d failed: %s", result.image_id, exc, extra=self._fields())
             result.error, result.gone = client.redact(str(exc)), True
         except RunInterrupted:
             result.finished = False  # the run halts: a signal, or another worker's error
@@ -140,7 +140,7 @@ class ImageScan:
             result.finished = False
             self.ctx.coordinator.end_run(exc)
         except ApiError as exc:
-            logger.error("image %d failed: %s", result.image_id, exc)
+            logger.error("image %d failed: %s", result.image_id, exc, extra=self._fields())
             result.error = client.redact(str(exc))
         except BaseException as exc:  # handed to the main thread, which ends the run with it
             result.finished = False
@@ -148,7 +148,19 @@ class ImageScan:
         finally:
             result.requests = client.thread_requests - requests_before
             result.seconds = time.monotonic() - started
+        logger.debug(
+            "image %d: %d pages, %d requests, %.2f s",
+            result.image_id,
+            result.pages,
+            result.requests,
+            result.seconds,
+            extra=self._fields(requests=result.requests),
+        )
         return result
+
+    def _fields(self, **more: Any) -> dict[str, Any]:
+        """Return the structured fields of this image's log lines (see etl.ops.logs)."""
+        return {"run_id": self.ctx.run_id, "image_id": self.result.image_id, **more}
 
     def _scan(self) -> None:
         if self.order.refresh_only:
@@ -200,7 +212,9 @@ class ImageScan:
                 return
             if not self.full and not state.ordered:
                 logger.info(
-                    "image %d: actions are not listed newest first; scanned fully", image_id
+                    "image %d: actions are not listed newest first; scanned fully",
+                    image_id,
+                    extra=self._fields(),
                 )
             result.received, result.complete = state.received, state.complete
             if result.complete:
@@ -214,6 +228,7 @@ class ImageScan:
                 result.total,
                 scan_number,
                 SCANS_PER_IMAGE,
+                extra=self._fields(),
             )
 
     def _take_page(self, page: Page, state: ScanState) -> bool:
@@ -221,7 +236,7 @@ class ImageScan:
         result = self.result
         rows, rejected = split_page(page.items, result.image_id, page.number)
         self._count_unknown(rows)
-        counts = self._store(rows, rejected)
+        counts = self._store(rows, rejected, page=page.number)
         stop = state.add_page(
             [row["id"] for row in rows],
             [r.action_id for r in rejected],
@@ -265,6 +280,7 @@ class ImageScan:
                 result.image_id,
                 unknown,
                 ", ".join(odd)[:200],
+                extra=self._fields(),
             )
 
     def _mark_missing(self, listed: set[int]) -> None:
@@ -278,9 +294,12 @@ class ImageScan:
                 "missing_since, kept",
                 result.image_id,
                 result.missing,
+                extra=self._fields(),
             )
 
-    def _store(self, rows: list[ActionRow], rejected: list[Rejected]) -> UpsertCounts:
+    def _store(
+        self, rows: list[ActionRow], rejected: list[Rejected], *, page: int | None = None
+    ) -> UpsertCounts:
         ctx, image_id = self.ctx, self.result.image_id
         now = ctx.now()
         # One transaction per page: a crash keeps the pages before.
@@ -296,7 +315,12 @@ class ImageScan:
             if ctx.write and ctx.run_id is not None:
                 save_rejected(conn, rejected, run_id=ctx.run_id, image_id=image_id, now=now)
         logger.debug(
-            "image %d: %d actions, %d rejected, %s", image_id, len(rows), len(rejected), counts
+            "image %d: %d actions, %d rejected, %s",
+            image_id,
+            len(rows),
+            len(rejected),
+            counts,
+            extra=self._fields(page=page),
         )
         return counts
 
@@ -319,6 +343,7 @@ class ImageScan:
                     "image %d action %d was unfinished and is now gone (404); kept as stored",
                     result.image_id,
                     action_id,
+                    extra=self._fields(),
                 )
         if fetched:  # one transaction for all of them
             rows, rejected = split_page(fetched, result.image_id, 0)

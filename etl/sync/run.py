@@ -52,6 +52,7 @@ class _Run:
         now: Callable[[], datetime],
         on_image: Callable[[ImageResult], None] | None,
         on_page: Callable[[ImageResult], None] | None,
+        on_plan: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -61,6 +62,7 @@ class _Run:
         self.now = now
         self.on_image = on_image
         self.on_page = on_page
+        self.on_plan = on_plan
         self.lock: SyncLock | None = None
         self.candidate: Watermark | None = None
         self._tally = threading.Lock()  # rejections across workers, and on_page's output
@@ -81,6 +83,12 @@ class _Run:
         self.lock = lock
         try:
             self.result.run_id = self.start(revision)
+            logger.debug(
+                "run %d started (%s)",
+                self.result.run_id,
+                self.result.mode,
+                extra={"run_id": self.result.run_id},
+            )
             try:
                 bug = self.sync_all()
             except BaseException as exc:  # whatever escapes, the ledger row is finished
@@ -141,6 +149,8 @@ class _Run:
         )
         try:
             plan = make_plan(context, self.settings, self.images())
+            if self.on_plan is not None:  # the images the run will scan and report
+                self.on_plan(sum(1 for order in plan.orders if not order.refresh_only))
         except BaseException as exc:  # settled below, like a worker's
             self.coordinator.end_run(exc)
             plan = Plan("per-image")
@@ -285,6 +295,7 @@ def run_sync(
     now: Callable[[], datetime] = utc_now,
     on_image: Callable[[ImageResult], None] | None = None,
     on_page: Callable[[ImageResult], None] | None = None,
+    on_plan: Callable[[int], None] | None = None,
     limiter: RateLimiter | None = None,
 ) -> RunResult:
     """Sync the configured images into the configured database.
@@ -295,6 +306,8 @@ def run_sync(
     end the run with outcome "failed" and their one-sentence message in ``error``. In the
     main thread, SIGTERM and SIGINT end the run within a second or two as "interrupted"
     (``signal`` says which). Messages never hold the token, even one the API echoed.
+    ``on_plan`` learns how many images the run will sync, once it knows (with
+    --all-images, after listing them); ``on_page`` and ``on_image`` follow.
 
     Raises:
         ConfigError: no token, or no images to sync: nothing was requested.
@@ -335,6 +348,7 @@ def run_sync(
         now=now,
         on_image=on_image,
         on_page=on_page,
+        on_plan=on_plan,
     )
     try:
         with _stop_on_signals(coordinator), translate_errors(settings.database_url):
@@ -348,4 +362,12 @@ def run_sync(
         client.close()
         engine.dispose()
         result.error = client.redact(result.error) if result.error else None
+    logger.debug(
+        "the run ended %s: %d images, %d requests, %.2f s",
+        result.outcome,
+        len(result.images),
+        result.requests,
+        result.seconds,
+        extra={"run_id": result.run_id, "requests": result.requests},
+    )
     return result
