@@ -19,7 +19,7 @@ from etl.source.client import ApiClient
 from etl.source.extract import iter_image_action_pages, next_link, parse_total
 from etl.store.load import upsert_actions
 from etl.store.schema import image_actions
-from etl.sync.image_scan import split_page
+from etl.sync.pages import split_page
 from tests.support.doubles import TOKEN
 from tests.support.rows import read_rows
 

@@ -8,8 +8,10 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
+from etl.config import Settings
 from etl.source.client import ApiClient
 from etl.sync.coordinator import Coordinator
+from etl.sync.ratelimit import RateLimiter
 from etl.sync.results import ImageResult
 
 
@@ -29,3 +31,44 @@ class RunContext:
     # Actions this run saw listed under another image than the one that owns them: a
     # --full scan of the owner does not mark them missing.
     listed_elsewhere: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class ScanOrder:
+    """What the run's plan asks of one image."""
+
+    image_id: int
+    full: bool | None = None  # None: as the run says
+    touched: bool = False  # the feed showed new actions: its own listing is read for them
+    refresh_only: bool = False  # only refresh stored unfinished actions
+    audit: bool = False  # untouched by the feed: checked to catch what the feed missed
+
+
+def open_client(
+    settings: Settings,
+    token: str,
+    *,
+    limiter: RateLimiter | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> tuple[Coordinator, ApiClient]:
+    """Return a run's coordinator and the API client it gates, both from the settings."""
+    coordinator = Coordinator(
+        limiter=limiter
+        or RateLimiter(
+            per_minute=settings.rate_limit_per_minute, per_hour=settings.rate_limit_per_hour
+        ),
+        min_ratelimit_remaining=settings.min_ratelimit_remaining,
+        max_wait=settings.max_total_wait,
+    )
+    client = ApiClient(
+        base_url=settings.api_url,
+        token=token,
+        timeout=settings.timeout,
+        max_attempts=settings.max_attempts,
+        max_retry_wait=settings.max_retry_wait,
+        max_total_wait=settings.max_total_wait,
+        max_response_bytes=settings.max_response_bytes,
+        gate=coordinator,
+        sleep=sleep,
+    )
+    return coordinator, client

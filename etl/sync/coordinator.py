@@ -8,10 +8,11 @@ ended a run to the run's outcome.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from etl.errors import (
@@ -28,6 +29,7 @@ from etl.source.gate import RateLimits
 from etl.sync.ratelimit import RateLimiter
 
 MAX_EPOCH = 253_402_300_799  # 9999-12-31: a ratelimit-reset past it is no time at all
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # what systemd, Kubernetes, Docker and Ctrl-C send
 STOP_CHECK = 0.1  # a pacing wait looks at the stop this often: a signal ends it within this
 
 # How a run ends, by the error that ended it; any other error is a failure.
@@ -209,3 +211,25 @@ class Coordinator:
 def _again(error: ApiError) -> ApiError:
     """Return a fresh copy of a latched error for another worker, with all its context."""
     return type(error)(str(error), status=error.status, url=error.url, request_id=error.request_id)
+
+
+@contextlib.contextmanager
+def stop_on_signals(coordinator: Coordinator) -> Iterator[None]:
+    """Turn SIGTERM and SIGINT into a stop of the run, for the run's duration.
+
+    The handler only sets events: workers stop before their next request, the page in
+    hand commits or rolls back whole, waits end at once and requests in flight are cut.
+    Outside the main thread (an embedding program) signals are left alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {
+        number: signal.signal(number, lambda signum, _frame: coordinator.interrupt(signum))
+        for number in STOP_SIGNALS
+    }
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from etl.errors import ApiError, NotFoundError, RunInterrupted, TransformError
+from etl.errors import ApiError, NotFoundError, RunInterrupted
 from etl.model import KNOWN_STATUSES, ActionRow
 from etl.source.extract import Page, get_image_action, iter_image_action_pages
-from etl.source.transform import flatten_action
 from etl.store.ledger import (
     Rejected,
     known_state,
@@ -22,41 +19,15 @@ from etl.store.ledger import (
     unfinished_ids,
 )
 from etl.store.load import UpsertCounts, upsert_actions
-from etl.sync.context import RunContext
+from etl.sync.context import RunContext, ScanOrder
 from etl.sync.coordinator import LATCHED
+from etl.sync.pages import split_page
 from etl.sync.results import ImageResult
 from etl.sync.scan import ScanState
 
 logger = logging.getLogger(__name__)
 
 SCANS_PER_IMAGE = 2  # a complete scan whose count disagrees with meta.total is repeated once
-
-
-def _usable_id(value: Any) -> int | None:
-    """Return ``value`` when it can key a BIGINT column, else None."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
-        return value
-    return None
-
-
-def split_page(
-    items: Sequence[Any], image_id: int, page: int
-) -> tuple[list[ActionRow], list[Rejected]]:
-    """Transform a page's actions; those that cannot become rows are returned as rejected."""
-    rows: list[ActionRow] = []
-    rejected: list[Rejected] = []
-    for position, raw in enumerate(items):
-        try:
-            rows.append(flatten_action(raw, image_id=image_id))
-        except TransformError as exc:
-            rejected.append(
-                Rejected(
-                    action_id=_usable_id(raw.get("id") if isinstance(raw, dict) else None),
-                    reason=f"page {page} action {position + 1}: {exc}",
-                    payload=raw,
-                )
-            )
-    return rows, rejected
 
 
 def scan_image(ctx: RunContext, image_id: int) -> ImageResult:
@@ -75,17 +46,6 @@ def scan_image(ctx: RunContext, image_id: int) -> ImageResult:
     leaves the image ``finished=False``.
     """
     return ImageScan(ctx, ImageResult(image_id), order=ScanOrder(image_id)).run()
-
-
-@dataclass(frozen=True)
-class ScanOrder:
-    """What the run's plan asks of one image."""
-
-    image_id: int
-    full: bool | None = None  # None: as the run says
-    touched: bool = False  # the feed showed new actions: its own listing is read for them
-    refresh_only: bool = False  # only refresh stored unfinished actions
-    audit: bool = False  # untouched by the feed: checked to catch what the feed missed
 
 
 def run_order(ctx: RunContext, order: ScanOrder) -> ImageResult:

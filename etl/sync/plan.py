@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 from etl.config import Settings
 from etl.store.ledger import unfinished_by_image
 from etl.store.watermark import Watermark, last_checked, load_watermark
-from etl.sync.context import RunContext
+from etl.sync.context import RunContext, ScanOrder
 from etl.sync.feed import read_feed
-from etl.sync.image_scan import ScanOrder
 
 logger = logging.getLogger(__name__)
 

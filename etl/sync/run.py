@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
@@ -23,9 +21,9 @@ from etl.store.ledger import ImageState, finish_run, last_success_at, save_image
 from etl.store.lock import SyncLock
 from etl.store.migrate import current_revision, ensure_schema, head_revision
 from etl.store.watermark import Watermark, save_watermark
-from etl.sync.context import RunContext
-from etl.sync.coordinator import Coordinator, describe, outcome_of
-from etl.sync.image_scan import ScanOrder, run_order
+from etl.sync.context import RunContext, ScanOrder, open_client
+from etl.sync.coordinator import Coordinator, describe, outcome_of, stop_on_signals
+from etl.sync.image_scan import run_order
 from etl.sync.plan import Plan, make_plan
 from etl.sync.ratelimit import RateLimiter
 from etl.sync.results import ImageResult, RunResult
@@ -33,7 +31,6 @@ from etl.timeutil import utc_now
 
 logger = logging.getLogger(__name__)
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # what systemd, Kubernetes, Docker and Ctrl-C send
 
 __all__ = ["ImageResult", "RunResult", "run_sync"]
 
@@ -264,28 +261,6 @@ class _Run:
             self.result.last_success = last_success_at(conn)
 
 
-@contextlib.contextmanager
-def _stop_on_signals(coordinator: Coordinator) -> Iterator[None]:
-    """Turn SIGTERM and SIGINT into a stop of the run, for the run's duration.
-
-    The handler only sets events: workers stop before their next request, the page in
-    hand commits or rolls back whole, waits end at once and requests in flight are cut.
-    Outside the main thread (an embedding program) signals are left alone.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {
-        number: signal.signal(number, lambda signum, _frame: coordinator.interrupt(signum))
-        for number in STOP_SIGNALS
-    }
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
 def run_sync(
     settings: Settings,
     *,
@@ -319,25 +294,7 @@ def run_sync(
         )
     result = RunResult(mode="full" if full else "incremental", dry_run=dry_run)
     started = time.monotonic()
-    coordinator = Coordinator(
-        limiter=limiter
-        or RateLimiter(
-            per_minute=settings.rate_limit_per_minute, per_hour=settings.rate_limit_per_hour
-        ),
-        min_ratelimit_remaining=settings.min_ratelimit_remaining,
-        max_wait=settings.max_total_wait,
-    )
-    client = ApiClient(
-        base_url=settings.api_url,
-        token=token,
-        timeout=settings.timeout,
-        max_attempts=settings.max_attempts,
-        max_retry_wait=settings.max_retry_wait,
-        max_total_wait=settings.max_total_wait,
-        max_response_bytes=settings.max_response_bytes,
-        gate=coordinator,
-        sleep=sleep,
-    )
+    coordinator, client = open_client(settings, token, limiter=limiter, sleep=sleep)
     engine = open_engine(settings.database_url)
     run = _Run(
         settings,
@@ -351,7 +308,7 @@ def run_sync(
         on_plan=on_plan,
     )
     try:
-        with _stop_on_signals(coordinator), translate_errors(settings.database_url):
+        with stop_on_signals(coordinator), translate_errors(settings.database_url):
             run.dry() if dry_run else run.locked()
     except ConfigError:
         raise
