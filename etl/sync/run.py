@@ -115,6 +115,8 @@ class _Run:
 
     def locked_out(self, exc: LockedOutError) -> None:
         self.result.end("locked_out", str(exc))
+        if not exc.recordable:
+            return
         head = head_revision()
         if current_revision(self.engine) == head:  # else there is no ledger to write to
             self.result.run_id = self.start(head, outcome="locked_out")
