@@ -1,0 +1,134 @@
+"""DuckDB's own ways: one process per file, a driver that is optional."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from etl.errors import LockedOutError
+from etl.fake import FakeApi
+from etl.store.database import open_engine
+from etl.store.lock import SyncLock
+from etl.store.schema import sync_runs
+from tests.support.cli import run_cli, sync_args
+from tests.support.doubles import TOKEN
+from tests.support.oracle import expected_table
+from tests.support.rows import read_rows, without_bookkeeping
+
+pytestmark = pytest.mark.slow  # the fast tier stays SQLite only
+
+# A program other than a sync holding the file, as a notebook with a read-write connection does.
+HOLDER = (
+    "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('open', flush=True); "
+    "sys.stdin.read()"
+)
+
+
+@pytest.fixture
+def duckdb_url(tmp_path: Path) -> str:
+    return f"duckdb:///{tmp_path / 'actions.duckdb'}"
+
+
+def test_a_second_sync_of_a_held_duckdb_file_exits_4_naming_the_holder(
+    api: FakeApi, duckdb_url: str
+) -> None:
+    api.latency = 0.1  # one worker, 27 pages: the first run lasts ~3 s, past the second's start
+    args = [sys.executable, "-m", "etl", *sync_args(api, duckdb_url, "--per-page", "5")]
+    env = {**os.environ, "DIGITALOCEAN_ACCESS_TOKEN": TOKEN, "DO_IMAGE_ACTIONS_WORKERS": "1"}
+    first = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 30
+    while not api.served and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
+    _, first_err = first.communicate(timeout=60)
+
+    assert first.returncode == 0, first_err
+    assert second.returncode == 4, second.stderr
+    assert (
+        f"holds the DuckDB file {duckdb_url.removeprefix('duckdb:///')} open (PID {first.pid}:"
+        in (second.stderr)
+    )
+    assert "Traceback" not in second.stderr
+    assert second.stdout.startswith("total locked_out (incremental): 0 images")
+    engine = open_engine(duckdb_url)
+    # The second run could not open the file, so only the first one is in the ledger.
+    assert [row["outcome"] for row in read_rows(engine, sync_runs)] == ["succeeded"]
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+    engine.dispose()
+
+
+def test_a_program_holding_the_duckdb_file_locks_out_sync_and_status(
+    api: FakeApi, duckdb_url: str
+) -> None:
+    assert run_cli(*sync_args(api, duckdb_url)).returncode == 0
+    path = duckdb_url.removeprefix("duckdb:///")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, path],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "open\n"
+        locked = run_cli(*sync_args(api, duckdb_url))
+        status = run_cli("status", "--database-url", duckdb_url)
+    finally:
+        holder.communicate(timeout=30)  # closing its stdin lets it end, and the file go
+    after = run_cli(*sync_args(api, duckdb_url))
+
+    assert locked.returncode == 4
+    assert f"open (PID {holder.pid}: another sync, or a program with the file open" in locked.stderr
+    assert status.returncode == 1
+    assert f"is open in another process (PID {holder.pid}): DuckDB lets one process" in (
+        status.stderr
+    )
+    assert "Traceback" not in locked.stderr + status.stderr
+    assert after.returncode == 0, after.stderr
+
+
+def test_two_runs_in_one_process_keep_each_other_out_of_a_duckdb_file(duckdb_url: str) -> None:
+    url = duckdb_url
+    first_engine, second_engine = open_engine(url), open_engine(url)
+    first = SyncLock(first_engine)
+    first.acquire_server_lock()
+    with pytest.raises(
+        LockedOutError, match=f"another sync holds the lock \\(pid {os.getpid()} on"
+    ):
+        SyncLock(second_engine).acquire_server_lock()
+    first.release()
+    second = SyncLock(second_engine)
+    second.acquire_server_lock()  # free again once the first let go
+    second.release()
+    first_engine.dispose()
+    second_engine.dispose()
+
+
+def test_a_missing_duckdb_driver_names_the_extra_to_install(tmp_path: Path) -> None:
+    # An interpreter where duckdb-engine cannot be imported, as without the extra.
+    code = (
+        "import sys; sys.modules['duckdb_engine'] = None; from etl.ops.cli import main; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    url = f"duckdb:///{tmp_path / 'x.duckdb'}"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "sync", "--database-url", url, "--image", "1"],
+        env={**os.environ, "DIGITALOCEAN_ACCESS_TOKEN": TOKEN},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "pip install 'do-image-actions[duckdb]'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x.duckdb").exists()
