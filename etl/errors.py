@@ -71,10 +71,6 @@ class DatabaseError(EtlError):
 class LockedOutError(EtlError):
     """Another sync holds the database's sync lock."""
 
-    def __init__(self, message: str, *, recordable: bool = True) -> None:
-        super().__init__(message)
-        self.recordable = recordable  # False: the holder keeps the database itself closed to us
-
 
 class DeferredError(EtlError):
     """The hourly request budget is nearly spent; the run stops and the next carries on."""

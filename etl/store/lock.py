@@ -130,8 +130,7 @@ class SyncLock:
                 raise LockedOutError(
                     f"another process holds the DuckDB file {path} open ({holder}: another sync, "
                     "or a program with the file open, such as a notebook); this run did nothing "
-                    "and exits",
-                    recordable=False,
+                    "and exits"
                 ) from None
             _duckdb_files[path] = Holder(self.host, self.pid, self._now())
         self._duckdb_file = path
