@@ -5,17 +5,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from etl.errors import LockedOutError
 from etl.fake import FakeApi
+from etl.source.transform import flatten_action
 from etl.store.database import open_engine
+from etl.store.load import UpsertCounts, upsert_actions
 from etl.store.lock import SyncLock
 from etl.store.schema import sync_runs
 from tests.support.cli import run_cli, sync_args
+from tests.support.databases import migrated_engine
 from tests.support.doubles import TOKEN
 from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
@@ -132,3 +137,52 @@ def test_a_missing_duckdb_driver_names_the_extra_to_install(tmp_path: Path) -> N
     assert "pip install 'do-image-actions[duckdb]'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "x.duckdb").exists()
+
+
+def test_two_threads_writing_one_row_take_turns(duckdb_url: str) -> None:
+    # DuckDB fails the second of two open transactions that write one row; the run's
+    # threads share one connection, so the second waits for the first instead.
+    engine = migrated_engine(duckdb_url)
+    engine.dispose()
+    engine = open_engine(duckdb_url)  # as a run opens it
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    first_wrote, second_done = threading.Event(), threading.Event()
+    outcomes: dict[str, object] = {}
+
+    def write(status: str) -> UpsertCounts:
+        with engine.begin() as conn:
+            counts = upsert_actions(conn, [flatten_action(raw(status), image_id=7)], now=now)
+            if status == "in-progress":
+                first_wrote.set()
+                second_done.wait(timeout=0.5)  # the second is blocked until this commits
+            return counts
+
+    def second() -> None:
+        first_wrote.wait(timeout=10)
+        try:
+            outcomes["second"] = write("completed")
+        except Exception as exc:  # a conflict, if the threads did not take turns
+            outcomes["second"] = exc
+        second_done.set()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    outcomes["first"] = write("in-progress")
+    thread.join(timeout=30)
+
+    assert outcomes == {"first": UpsertCounts(inserted=1), "second": UpsertCounts(updated=1)}
+    assert [row["status"] for row in read_rows(engine)] == ["completed"]
+    engine.dispose()
+
+
+def raw(status: str) -> dict[str, object]:
+    return {
+        "id": 1,
+        "status": status,
+        "type": "transfer",
+        "started_at": "2026-03-01T10:00:00Z",
+        "completed_at": None,
+        "resource_id": 7,
+        "resource_type": "image",
+        "region": None,
+    }
