@@ -11,7 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Column, Integer
 
+import etl.store.duckdb_alembic  # noqa: F401 (DuckDB's Alembic impl)
 from etl.errors import LockedOutError
 from etl.fake import FakeApi
 from etl.source.transform import flatten_action
@@ -101,8 +105,9 @@ def test_a_program_holding_the_duckdb_file_locks_out_sync_and_status(
 
 
 def test_two_runs_in_one_process_keep_each_other_out_of_a_duckdb_file(duckdb_url: str) -> None:
-    url = duckdb_url
-    first_engine, second_engine = open_engine(url), open_engine(url)
+    folder, name = duckdb_url.rsplit("/", 1)
+    same_file = f"{folder}/./{name}"  # the same file, spelled differently
+    first_engine, second_engine = open_engine(duckdb_url), open_engine(same_file)
     first = SyncLock(first_engine)
     first.acquire_server_lock()
     with pytest.raises(
@@ -186,3 +191,37 @@ def raw(status: str) -> dict[str, object]:
         "resource_type": "image",
         "region": None,
     }
+
+
+def test_altering_a_table_others_depend_on_keeps_them_whole(duckdb_url: str) -> None:
+    # DuckDB refuses this ALTER while an index or a foreign key depends on the table: the
+    # Alembic impl lifts them aside and puts them back, rows, index and comment included.
+    engine = open_engine(duckdb_url)
+    statements = [
+        "CREATE TABLE runs (id INTEGER PRIMARY KEY)",
+        "CREATE INDEX ix_runs ON runs (id)",
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, run_id INTEGER REFERENCES runs (id), "
+        "said VARCHAR DEFAULT 'at :noon')",
+        "CREATE INDEX ix_notes_run_id ON notes (run_id)",
+        "COMMENT ON TABLE notes IS 'kept :as written'",
+        "INSERT INTO runs VALUES (1), (2)",
+        "INSERT INTO notes (id, run_id) VALUES (10, 1), (11, 2)",
+    ]
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+        Operations(MigrationContext.configure(conn)).add_column(
+            "runs", Column("pages", Integer, nullable=False, server_default="0")
+        )
+
+    with engine.connect() as conn:
+        runs = conn.exec_driver_sql("SELECT id, pages FROM runs ORDER BY id").all()
+        notes = conn.exec_driver_sql("SELECT id, run_id, said FROM notes ORDER BY id").all()
+        catalog = conn.exec_driver_sql(
+            "SELECT (SELECT comment FROM duckdb_tables() WHERE table_name = 'notes'), "
+            "(SELECT list(index_name ORDER BY index_name) FROM duckdb_indexes())"
+        ).one()
+    engine.dispose()
+    assert runs == [(1, 0), (2, 0)]
+    assert notes == [(10, 1, "at :noon"), (11, 2, "at :noon")]
+    assert tuple(catalog) == ("kept :as written", ["ix_notes_run_id", "ix_runs"])

@@ -108,6 +108,10 @@ class DuckDBImpl(DefaultImpl):
     def _query(self, sql: str, **params: Any) -> list[Any]:
         return list(self.connection.execute(text(sql), params))  # type: ignore[union-attr]
 
+    def _exec_catalog_sql(self, sql: str) -> None:
+        """Run DDL as DuckDB's catalog spelled it; a colon in it is text, not a parameter."""
+        self._exec(text(sql.replace(":", "\\:")))
+
     def _index_sql(self, table_name: str) -> list[tuple[str, str]]:
         query = "SELECT index_name, sql FROM duckdb_indexes() WHERE table_name = :t ORDER BY 1"
         return [(name, sql) for name, sql in self._query(query, t=table_name)]
@@ -145,14 +149,14 @@ class DuckDBImpl(DefaultImpl):
             self._exec(text(f"DROP INDEX {quote(name)}"))
         yield
         for _, sql in indexes:
-            self._exec(text(sql))
+            self._exec_catalog_sql(sql)
         for dependent, create, comment, dependent_indexes in saved:
             aside = quote(f"_alembic_lift_{dependent}")
-            self._exec(text(create))
+            self._exec_catalog_sql(create)
             self._exec(text(f"INSERT INTO {quote(dependent)} SELECT * FROM {aside}"))  # noqa: S608
             self._exec(text(f"DROP TABLE {aside}"))
             for _, sql in dependent_indexes:
-                self._exec(text(sql))
+                self._exec_catalog_sql(sql)
             if comment is not None:
                 literal = comment.replace("'", "''")
-                self._exec(text(f"COMMENT ON TABLE {quote(dependent)} IS '{literal}'"))
+                self._exec_catalog_sql(f"COMMENT ON TABLE {quote(dependent)} IS '{literal}'")

@@ -116,7 +116,7 @@ class SyncLock:
         self._server_conn = conn
 
     def _open_duckdb_file(self) -> None:
-        path = str(self.engine.url.database)
+        path = os.path.realpath(str(self.engine.url.database))  # one key per file, however named
         with _duckdb_files_guard:
             if path in _duckdb_files:
                 raise LockedOutError(self._message(_duckdb_files[path]))
