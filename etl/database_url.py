@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.dialects import registry
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from etl.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///do_image_actions.db"
+IN_MEMORY = (None, "", ":memory:")
+
+# duckdb:/// means duckdb-engine with reflection that works (etl.store.duckdb_dialect). Only a
+# name is registered here: the module, and the optional duckdb packages, load on first use.
+registry.register("duckdb", "etl.store.duckdb_dialect", "DuckDBDialect")
 PERCENT_ENCODE_HINT = "percent-encode it (@ as %40, : as %3A, / as %2F, % as %25)"
 
 
@@ -47,7 +53,7 @@ def check_database_url(name: str, value: Any) -> str:
 
     Raises:
         ConfigError: the URL is malformed, names no known database kind, holds a raw '@' in
-            its password, or names an in-memory SQLite database.
+            its password, or names an in-memory SQLite or DuckDB database.
     """
     example = "'postgresql+psycopg://user@host/db'"
     if not isinstance(value, str) or not value:
@@ -72,11 +78,15 @@ def check_database_url(name: str, value: Any) -> str:
     except NoSuchModuleError as exc:
         raise ConfigError(
             f"{name} names the unknown database kind {url.drivername!r}; use sqlite:///, "
-            "postgresql+psycopg:// or mysql+pymysql://"
+            "postgresql+psycopg://, mysql+pymysql:// or duckdb:///"
         ) from exc
-    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+    except ModuleNotFoundError:
+        pass  # a known kind whose optional driver is missing: opening it names the extra
+    kind = {"sqlite": "SQLite", "duckdb": "DuckDB"}.get(url.get_backend_name())
+    if kind and url.database in IN_MEMORY:
+        example = DEFAULT_DATABASE_URL if kind == "SQLite" else "duckdb:///do_image_actions.duckdb"
         raise ConfigError(
-            f"{name} names an in-memory SQLite database, which vanishes when the command ends; "
-            f"give a file such as {DEFAULT_DATABASE_URL!r}"
+            f"{name} names an in-memory {kind} database, which vanishes when the command ends; "
+            f"give a file such as {example!r}"
         )
     return value

@@ -9,6 +9,7 @@ from alembic import context
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine
 
+import etl.store.duckdb_alembic  # noqa: F401 (registers DuckDB with Alembic)
 from etl.config import load_settings
 from etl.store.schema import metadata
 

@@ -11,9 +11,7 @@ from sqlalchemy import Engine
 
 from etl.fake import FakeApi, World
 from etl.source.client import ApiClient
-from etl.store.database import open_engine
-from etl.store.migrate import upgrade
-from tests.support.databases import DIALECT_PARAMS, fresh_database
+from tests.support.databases import DIALECT_PARAMS, fresh_database, migrated_engine
 from tests.support.doubles import TOKEN, RecordingSleep
 from tests.support.scripted import ScriptedApi
 
@@ -69,7 +67,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     """An engine on a fresh database migrated to head by the real migrations."""
-    engine = open_engine(database_url)
-    upgrade(engine)
+    engine = migrated_engine(database_url)
     yield engine
     engine.dispose()

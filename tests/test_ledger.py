@@ -21,6 +21,7 @@ from etl.store.migrate import head_revision
 from etl.store.schema import image_sync_state, sync_runs
 from etl.sync.run import run_sync
 from tests.support.cli import run_cli, sync_args
+from tests.support.databases import DIALECT_PARAMS
 from tests.support.doubles import TOKEN
 from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
@@ -264,6 +265,8 @@ def test_sqlite_lease_expired_or_dead_holder_is_taken_over(tmp_path: Any) -> Non
 
 
 @pytest.mark.slow
+# DuckDB keeps the second process out of the file, ledger and all: tests/test_duckdb.py.
+@pytest.mark.parametrize("database_url", DIALECT_PARAMS[:3], indirect=True)
 def test_two_concurrent_syncs_exactly_one_runs(
     api: FakeApi, engine: Engine, database_url: str
 ) -> None:

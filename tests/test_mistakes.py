@@ -141,6 +141,8 @@ def test_image_id_beyond_bigint_is_refused_before_anything(
         pytest.param("mysql://root@127.0.0.1/test", "write mysql+pymysql://", id="mysql-bare"),
         pytest.param("sqlite://", "in-memory SQLite database", id="sqlite-no-path"),
         pytest.param("sqlite:///:memory:", "in-memory SQLite database", id="sqlite-memory"),
+        pytest.param("duckdb://", "in-memory DuckDB database", id="duckdb-no-path"),
+        pytest.param("duckdb:///:memory:", "in-memory DuckDB database", id="duckdb-memory"),
         pytest.param("postgresq://u@h/db", "unknown database kind 'postgresq'", id="typo"),
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from etl.sync.run import run_sync
 from etl.timeutil import utc_now
 from tests.support.cli import run_cli, sync_args
 from tests.support.doubles import TOKEN
-from tests.support.rows import read_rows
+from tests.support.oracle import expected_table, utc
+from tests.support.rows import read_rows, without_bookkeeping
 from tests.support.runs import settings_for, sync
 
 
@@ -217,6 +219,29 @@ def test_report_cli_formats(engine: Engine, database_url: str) -> None:
     )
     assert bad.returncode == 2
     assert "--section nope is not a section; choose one of by_status" in bad.stderr
+
+
+def test_stored_times_and_report_days_are_utc_whatever_the_machine_time_zone(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    tokyo = {"TZ": "Asia/Tokyo"}  # UTC+9: an action from 15:00 UTC on is the next day there
+    days = Counter(
+        utc(action["started_at"]).date().isoformat()  # type: ignore[union-attr]
+        for actions in api.world.actions.values()
+        for action in actions
+    )
+
+    synced = run_cli(*sync_args(api, database_url), env=tokyo)
+    report = run_cli(
+        "report", "--database-url", database_url, "--format", "json", "--section", "by_day",
+        env=tokyo,
+    )  # fmt: skip
+
+    assert synced.returncode == 0, synced.stderr
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+    assert json.loads(report.stdout) == {
+        "by_day": [{"day": day, "actions": count} for day, count in sorted(days.items())]
+    }
 
 
 def test_dry_run_reports_and_writes_nothing(

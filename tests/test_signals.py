@@ -14,10 +14,9 @@ import pytest
 
 from etl.fake import FakeApi
 from etl.store.database import open_engine
-from etl.store.migrate import upgrade
 from etl.store.schema import sync_lock, sync_runs
 from tests.support.cli import run_cli, sync_args
-from tests.support.databases import DIALECT_PARAMS, fresh_database
+from tests.support.databases import DIALECT_PARAMS, fresh_database, migrated_engine
 from tests.support.doubles import TOKEN
 from tests.support.faults import Fault
 from tests.support.oracle import expected_table
@@ -102,8 +101,7 @@ def test_after_a_sigterm_the_next_run_completes_the_table(
     api: FakeApi, tmp_path: Path, dialect: str
 ) -> None:
     with fresh_database(dialect, tmp_path) as database_url:
-        engine = open_engine(database_url)
-        upgrade(engine)
+        engine = migrated_engine(database_url)
 
         process, took = interrupt(api, database_url, signal.SIGTERM, retry_wait)
         process.communicate()

@@ -69,8 +69,9 @@ def parse_instant(text: str) -> datetime:
 
 def _utc_day(conn: Connection) -> ColumnElement[Any]:
     column = image_actions.c.started_at
-    if conn.dialect.name == "postgresql":
-        # timestamptz -> date follows the session's time zone; pin it to UTC.
+    if conn.dialect.name in ("postgresql", "duckdb"):
+        # timestamptz -> date follows the session's time zone (on DuckDB, the machine's
+        # by default); pin it to UTC.
         return cast(func.timezone("UTC", column), Date)
     return func.date(column)  # SQLite and MariaDB store UTC already
 

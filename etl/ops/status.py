@@ -79,11 +79,13 @@ def _ago(delta: timedelta) -> str:
 
 def read_status(conn: Connection, *, runs: int = 10) -> Status:
     """Return the ``runs`` newest runs and every image's state."""
+    # Read each result whole before the next query: duckdb-engine gives a connection one
+    # cursor, so a second query would overwrite rows not yet fetched.
     run_rows = conn.execute(
         select(*(sync_runs.c[name] for name in RUN_COLUMNS))
         .order_by(sync_runs.c.id.desc())
         .limit(runs)
-    )
+    ).all()
     image_rows = conn.execute(
         select(*(image_sync_state.c[name] for name in IMAGE_COLUMNS)).order_by(
             image_sync_state.c.image_id

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, QueuePool, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from etl.database_url import mask_database_url
 from etl.errors import ConfigError, DatabaseError
 
-DRIVER_EXTRAS = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
+DRIVER_EXTRAS = {
+    "postgresql": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "duckdb": "duckdb",
+}
 # The driver each extra installs: a URL without +driver asks for psycopg2 or MySQLdb instead.
 DRIVER_SCHEMES = {
     "postgresql": "postgresql+psycopg://",
@@ -22,7 +28,11 @@ DRIVER_SCHEMES = {
     "mariadb": "mariadb+pymysql://",
 }
 MYSQL_BAD_DB = 1049  # MySQL/MariaDB's error code for "Unknown database"
+EMBEDDED = ("sqlite", "duckdb")  # no server: no connection to go stale
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # wait for a reader's lock instead of failing at once
+DUCKDB_TURN_TIMEOUT = 30  # seconds a thread waits its turn for DuckDB's one connection
+# DuckDB lets one process at a time open a file; another process's open fails with this.
+DUCKDB_FILE_LOCKED = re.compile(r"Could not set lock on file(?:.*\(PID (\d+)\))?")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -45,8 +55,19 @@ def open_engine(url: str) -> Engine:
         ConfigError: the URL's driver is not installed (nothing has been touched yet).
     """
     parsed = make_url(url)
+    options: dict[str, Any] = {"pool_pre_ping": parsed.get_backend_name() not in EMBEDDED}
+    if parsed.get_backend_name() == "duckdb":
+        # One connection, taken in turn by the run's threads. DuckDB's optimistic
+        # concurrency fails a transaction that writes a row another one wrote meanwhile
+        # (an action listed under two images, a --full scan marking it missing), where
+        # PostgreSQL waits and SQLite queues at BEGIN IMMEDIATE: taking turns is that wait.
+        # A page's statements take milliseconds; the HTTP requests still run in parallel.
+        # The pool keeps the connection, so the file stays locked until the engine is disposed.
+        options.update(
+            poolclass=QueuePool, pool_size=1, max_overflow=0, pool_timeout=DUCKDB_TURN_TIMEOUT
+        )
     try:
-        engine = create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
+        engine = create_engine(parsed, **options)
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
         backend = parsed.get_backend_name()
         extra = DRIVER_EXTRAS.get(backend)
@@ -88,8 +109,25 @@ def translate_errors(url: str) -> Iterator[None]:
         raise database_error(url, exc) from exc
 
 
+def duckdb_file_holder(exc: BaseException) -> str | None:
+    """Return who holds the DuckDB file ``exc`` could not open ('PID 123'), or None.
+
+    None means ``exc`` is not DuckDB refusing a file another process holds.
+    """
+    found = DUCKDB_FILE_LOCKED.search(str(getattr(exc, "orig", None) or exc))
+    if found is None:
+        return None
+    return f"PID {found.group(1)}" if found.group(1) else "another process"
+
+
 def database_error(url: str, exc: SQLAlchemyError) -> DatabaseError:
     """Return the one-sentence DatabaseError for a driver failure on the database at ``url``."""
+    holder = duckdb_file_holder(exc)
+    if holder is not None:
+        return DatabaseError(
+            f"database {mask_database_url(url)} is open in another process ({holder}): DuckDB "
+            "lets one process at a time open a file; run again when it has finished"
+        )
     return DatabaseError(
         f"database {mask_database_url(url)} failed ({describe_failure(exc)}); check that it "
         "is reachable and writable, then run again: rows already committed are kept"

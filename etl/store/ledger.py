@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, func, insert, or_, select, update
 from etl import __version__
 from etl.errors import DatabaseError
 from etl.model import FINAL_STATUSES
-from etl.store.load import upsert_statement
+from etl.store.load import execute_upsert
 from etl.store.schema import image_actions, image_sync_state, rejected_actions, sync_runs
 
 MAX_ERROR_TEXT = 2000
@@ -162,7 +162,7 @@ def save_image_states(
                 "scan_complete": state.scan_complete,
             }
         )
-    conn.execute(upsert_statement(conn.dialect.name, image_sync_state), rows)
+    execute_upsert(conn, rows, image_sync_state)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
 from etl.errors import LockedOutError
-from etl.store.database import describe_failure
+from etl.store.database import describe_failure, duckdb_file_holder
 from etl.store.schema import sync_lock
 from etl.timeutil import utc_now
 
@@ -28,6 +30,9 @@ LEASE = timedelta(minutes=15)
 RENEW_EVERY = timedelta(minutes=1)
 # PostgreSQL advisory locks are per database and keyed by a 64-bit number.
 ADVISORY_KEY = zlib.crc32(b"do-image-actions sync")
+# DuckDB's file lock keeps other processes out; within one, runs keep each other out here.
+_duckdb_files: dict[str, Holder] = {}
+_duckdb_files_guard = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -57,9 +62,11 @@ class SyncLock:
     """The sync lock of one database.
 
     PostgreSQL takes a session advisory lock and MySQL/MariaDB GET_LOCK: the server frees
-    them when the holder's connection dies, so a crashed run never blocks the next. SQLite
-    has no such lock, so the sync_lock row is a lease: renewed as the run goes, taken over
-    when it expires or when its holder's process no longer exists on this host.
+    them when the holder's connection dies, so a crashed run never blocks the next. DuckDB
+    locks the file for the one process that opens it (the engine keeps it open for the run),
+    and the operating system frees it when that process ends. SQLite has no such lock, so
+    the sync_lock row is a lease: renewed as the run goes, taken over when it expires or
+    when its holder's process no longer exists on this host.
     """
 
     def __init__(
@@ -78,6 +85,7 @@ class SyncLock:
         self._alive = alive
         self._dialect = engine.dialect.name
         self._server_conn: Connection | None = None
+        self._duckdb_file: str | None = None
         self._renewed_at: datetime | None = None
 
     @property
@@ -86,11 +94,14 @@ class SyncLock:
         return f"do_image_actions.{self.engine.url.database}"[:64]
 
     def acquire_server_lock(self) -> None:
-        """Take the server's own lock (PostgreSQL, MySQL, MariaDB); SQLite has none.
+        """Take the database's own lock (PostgreSQL, MySQL, MariaDB, DuckDB); SQLite has none.
 
         Raises:
-            LockedOutError: another session holds it.
+            LockedOutError: another session (on DuckDB, another process or run) holds it.
         """
+        if self._dialect == "duckdb":
+            self._open_duckdb_file()
+            return
         if self._dialect not in ("postgresql", "mysql", "mariadb"):
             return
         conn = self.engine.connect()
@@ -103,6 +114,31 @@ class SyncLock:
             conn.close()
             raise self._locked_out()
         self._server_conn = conn
+
+    def _open_duckdb_file(self) -> None:
+        path = os.path.realpath(str(self.engine.url.database))  # one key per file, however named
+        with _duckdb_files_guard:
+            if path in _duckdb_files:
+                raise LockedOutError(self._message(_duckdb_files[path]))
+            try:
+                with self.engine.connect():
+                    pass  # the pool keeps this connection, and DuckDB the file's lock, till dispose
+            except SQLAlchemyError as exc:
+                holder = duckdb_file_holder(exc)
+                if holder is None:
+                    raise
+                raise LockedOutError(
+                    f"another process holds the DuckDB file {path} open ({holder}: another sync, "
+                    "or a program with the file open, such as a notebook); this run did nothing "
+                    "and exits"
+                ) from None
+            _duckdb_files[path] = Holder(self.host, self.pid, self._now())
+        self._duckdb_file = path
+
+    @property
+    def _held_by_database(self) -> bool:
+        """Whether the database's own lock already keeps every other run out."""
+        return self._server_conn is not None or self._duckdb_file is not None
 
     def claim(self) -> None:
         """Record this process as the holder; on SQLite, take the lease.
@@ -120,15 +156,18 @@ class SyncLock:
         with self.engine.begin() as conn:
             current = self._read_holder(conn)
             if current is None:
+                # No other run can race us under the database's lock (and DuckDB has no
+                # savepoints); without it, a losing insert must not end the transaction.
+                nested = contextlib.nullcontext() if self._held_by_database else conn.begin_nested()
                 try:
-                    with conn.begin_nested():
+                    with nested:
                         conn.execute(insert(sync_lock).values(name=LOCK_NAME, **mine))
                 except IntegrityError as exc:
                     raise self._locked_out() from exc  # another run claimed it first
                 self._renewed_at = now
                 return
             expires_at, holder = current
-            if self._server_conn is None and not self._stale(expires_at, holder, now):
+            if not self._held_by_database and not self._stale(expires_at, holder, now):
                 raise LockedOutError(self._message(holder))
             # Compare-and-set on what we read, so two takers cannot both win.
             taken = conn.execute(
@@ -143,7 +182,7 @@ class SyncLock:
             ).rowcount
             if not taken:
                 raise self._locked_out()
-            if (holder.host, holder.pid) != (self.host, self.pid) and self._server_conn is None:
+            if (holder.host, holder.pid) != (self.host, self.pid) and not self._held_by_database:
                 logger.warning("took over the sync lock from %s", holder)
         self._renewed_at = now
 
@@ -153,7 +192,7 @@ class SyncLock:
         Raises:
             LockedOutError: the lease was taken over by another run.
         """
-        if self._server_conn is not None or self._renewed_at is None:
+        if self._held_by_database or self._renewed_at is None:
             return
         now = self._now()
         if now - self._renewed_at < RENEW_EVERY:
@@ -174,6 +213,7 @@ class SyncLock:
         """
         renewed, self._renewed_at = self._renewed_at, None
         server_conn, self._server_conn = self._server_conn, None
+        duckdb_file, self._duckdb_file = self._duckdb_file, None
         try:
             if renewed is not None:
                 with self.engine.begin() as conn:
@@ -191,6 +231,9 @@ class SyncLock:
         finally:
             if server_conn is not None:
                 server_conn.close()
+            if duckdb_file is not None:
+                with _duckdb_files_guard:
+                    _duckdb_files.pop(duckdb_file, None)
 
     def _mine(self) -> tuple[ColumnElement[bool], ...]:
         """Return the conditions that select this process's lock row."""

@@ -11,6 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect
 
+import etl.store.duckdb_alembic  # noqa: F401 (registers DuckDB with Alembic)
 from etl.database_url import mask_database_url
 from etl.errors import DatabaseError
 from etl.store.schema import metadata

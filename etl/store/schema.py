@@ -34,13 +34,14 @@ NAMING_CONVENTION = {
 }
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
+ZONE_AWARE = ("postgresql", "duckdb")  # dialects whose timestamps carry a zone
 
 
 class UtcDateTime(TypeDecorator[datetime]):
     """A timestamp stored as UTC on every dialect and read back timezone-aware.
 
     SQLite and MariaDB have no zone-aware type, so they store naive UTC; MariaDB also
-    needs DATETIME(6) to keep fractions of a second.
+    needs DATETIME(6) to keep fractions of a second. PostgreSQL and DuckDB store an instant.
     """
 
     impl = DateTime(timezone=True)
@@ -59,7 +60,9 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             raise ValueError("UtcDateTime refuses naive datetimes; attach a timezone")
         value = value.astimezone(UTC)
-        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+        # PostgreSQL and DuckDB store an instant: a naive value would be read in the
+        # session's time zone (DuckDB's is the machine's), so they get it zone-aware.
+        return value if dialect.name in ZONE_AWARE else value.replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         """Return an aware UTC datetime."""

@@ -122,6 +122,8 @@ class _Run:
         )
 
     def locked_out(self, exc: LockedOutError) -> None:
+        # Recorded first, so it stands: on DuckDB the holder's file lock keeps this process
+        # out of the ledger as well, and reading the revision below fails as a DatabaseError.
         self.result.end("locked_out", str(exc))
         head = head_revision()
         if current_revision(self.engine) == head:  # else there is no ledger to write to

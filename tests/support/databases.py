@@ -1,4 +1,4 @@
-"""Create and drop throwaway databases on the local SQLite, PostgreSQL and MariaDB."""
+"""Create and drop throwaway databases on the local SQLite, PostgreSQL, MariaDB and DuckDB."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, NullPool, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+
+from etl.store.database import open_engine
+from etl.store.migrate import upgrade
 
 # Admin URLs of the servers CI provides; override them to test elsewhere.
 SERVERS = {
@@ -26,20 +29,22 @@ START_HINTS = {
     "postgresql": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
     "mariadb": "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd",
 }
-# The fast tier (-m "not slow") runs SQLite only; the servers' dialects run in the full suite.
+# The fast tier (-m "not slow") runs SQLite only; the other dialects run in the full suite.
 DIALECT_PARAMS = [
     pytest.param("sqlite"),
     pytest.param("postgresql", marks=pytest.mark.slow),
     pytest.param("mariadb", marks=pytest.mark.slow),
+    pytest.param("duckdb", marks=pytest.mark.slow),
 ]
-SERVER_DIALECT_PARAMS = DIALECT_PARAMS[1:]
+SERVER_DIALECT_PARAMS = DIALECT_PARAMS[1:3]
+FILE_DIALECTS = ("sqlite", "duckdb")  # a database is a file: no server, no name to drop
 
 
 @contextmanager
 def fresh_database(dialect: str, tmp_path: Path) -> Iterator[str]:
     """Yield the URL of a new, empty database of ``dialect``; drop it afterwards."""
-    if dialect == "sqlite":
-        yield f"sqlite:///{tmp_path / 'test.db'}"
+    if dialect in FILE_DIALECTS:
+        yield f"{dialect}:///{tmp_path / f'test.{dialect}'}"
         return
     admin_url = make_url(SERVERS[dialect])
     name = f"dia_test_{uuid.uuid4().hex[:12]}"
@@ -61,3 +66,17 @@ def fresh_database(dialect: str, tmp_path: Path) -> Iterator[str]:
             force = " WITH (FORCE)" if dialect == "postgresql" else ""
             conn.execute(text(f"DROP DATABASE IF EXISTS {name}{force}"))
         admin.dispose()
+
+
+def migrated_engine(database_url: str) -> Engine:
+    """Return an engine on ``database_url`` after migrating it to head with the real history.
+
+    On DuckDB the engine lets go of the file between statements: DuckDB locks a file for
+    the process that holds it open, and the CLI processes a test starts must open it.
+    """
+    engine = open_engine(database_url)
+    upgrade(engine)
+    if engine.dialect.name != "duckdb":
+        return engine
+    engine.dispose()
+    return create_engine(database_url, poolclass=NullPool)
