@@ -126,6 +126,7 @@ def test_check_json_names_every_source(
     ]
 
 
+@pytest.mark.slow
 def test_check_shows_a_database_password_masked(
     capsys: pytest.CaptureFixture[str], api: FakeApi
 ) -> None:

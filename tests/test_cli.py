@@ -28,6 +28,7 @@ from tests.support.servers import free_port
 README = Path(__file__).parents[1] / "README.md"
 
 
+@pytest.mark.slow
 def test_cli_sync_prints_a_line_per_image_and_a_total(api: FakeApi, database_url: str) -> None:
     result = run_cli(*sync_args(api, database_url))
 
@@ -69,6 +70,7 @@ def test_cli_sync_exit_codes(
     assert message in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_sync_with_no_images_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli("sync", "--database-url", f"sqlite:///{tmp_path / 'x.db'}")
 
@@ -79,6 +81,7 @@ def test_cli_sync_with_no_images_is_a_usage_error(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_cli_bad_database_url_is_one_clear_sentence(api: FakeApi, tmp_path: Path) -> None:
     missing_dir = tmp_path / "no" / "such" / "dir" / "x.db"
 
@@ -109,6 +112,7 @@ def test_cli_never_prints_the_token(api: FakeApi, tmp_path: Path) -> None:
     assert TOKEN not in Path(tmp_path / "x.db").read_bytes().decode("latin-1")
 
 
+@pytest.mark.slow
 def test_cli_migrate_upgrades_and_reports(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'm.db'}"
 
@@ -120,6 +124,7 @@ def test_cli_migrate_upgrades_and_reports(tmp_path: Path) -> None:
     assert "schema revision none" not in second.stdout
 
 
+@pytest.mark.slow
 def test_alembic_upgrade_head_from_the_repo_root(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'a.db'}"
     alembic = Path(sys.executable).with_name("alembic")
@@ -209,6 +214,7 @@ def test_cli_sync_killed_midway_then_rerun_equals_an_uninterrupted_run(
     assert all(first_seen[row["id"]] == row["first_seen_at"] for row in partial)
 
 
+@pytest.mark.slow
 def test_cli_unreachable_api_is_one_sentence_and_stops_the_run(tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
     result = run_cli(

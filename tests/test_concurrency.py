@@ -84,6 +84,7 @@ def test_workers_under_an_enforced_limit_get_no_429_and_use_the_rate(
     assert without_bookkeeping(read_rows(engine)) == expected_table(world)
 
 
+@pytest.mark.slow
 def test_many_workers_give_the_same_table_as_one(
     api: FakeApi, engine: Engine, database_url: str, tmp_path
 ) -> None:

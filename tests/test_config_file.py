@@ -62,6 +62,7 @@ def test_a_variable_naming_no_file_is_an_error(tmp_path: Path) -> None:
         find_config_file(None, {"DO_IMAGE_ACTIONS_CONFIG": str(tmp_path / "nope.toml")})
 
 
+@pytest.mark.slow
 def test_commands_read_the_default_file_without_flags(tmp_path: Path) -> None:
     settings_file(tmp_path / ".config" / "do-image-actions", str(tmp_path / "from-home.db"))
     env = {"HOME": str(tmp_path), "XDG_CONFIG_HOME": ""}
@@ -73,6 +74,7 @@ def test_commands_read_the_default_file_without_flags(tmp_path: Path) -> None:
     assert not (tmp_path / "from-home.db").exists()
 
 
+@pytest.mark.slow
 def test_commands_refuse_a_variable_naming_no_file(tmp_path: Path) -> None:
     result = run_cli("status", env={"DO_IMAGE_ACTIONS_CONFIG": str(tmp_path / "gone.toml")})
 

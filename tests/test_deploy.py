@@ -101,6 +101,7 @@ def test_systemd_service_timing_and_exit_codes_match_the_tool() -> None:
     assert 0 < int(timer["RandomizedDelaySec"][0]) < 5 * 60
 
 
+@pytest.mark.slow
 def test_systemd_service_command_and_environment_sync_for_real(
     api: FakeApi, tmp_path: Path
 ) -> None:

@@ -38,6 +38,7 @@ def kinds(run: RunResult) -> dict[str, int]:
     return {name: count for name, count in run.requests_by_kind().items() if count}
 
 
+@pytest.mark.slow
 def test_a_first_run_reads_feed_page_1_then_every_image(
     feed_api: ScriptedApi, engine: Engine, database_url: str
 ) -> None:
@@ -65,6 +66,7 @@ def test_an_idle_run_costs_one_feed_request_and_the_audit_slice(
     assert without_bookkeeping(read_rows(engine)) == expected_table(feed_api.world)
 
 
+@pytest.mark.slow
 def test_a_change_costs_the_feed_the_touched_images_refreshes_and_audits(
     feed_api: ScriptedApi, engine: Engine, database_url: str
 ) -> None:
@@ -95,6 +97,7 @@ def test_a_change_costs_the_feed_the_touched_images_refreshes_and_audits(
     assert (full.counts.inserted, full.counts.updated) == (0, 0)  # nothing was left to find
 
 
+@pytest.mark.slow
 def test_every_image_is_audited_within_a_cycle(
     feed_api: ScriptedApi, engine: Engine, database_url: str
 ) -> None:
@@ -108,6 +111,7 @@ def test_every_image_is_audited_within_a_cycle(
     assert audited == set(feed_api.world.actions)
 
 
+@pytest.mark.slow
 def test_an_action_the_feed_misses_is_found_by_the_audit_within_a_cycle(
     feed_api: ScriptedApi, engine: Engine, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -129,6 +133,7 @@ def test_an_action_the_feed_misses_is_found_by_the_audit_within_a_cycle(
     assert without_bookkeeping(read_rows(engine)) == expected_table(world)
 
 
+@pytest.mark.slow
 def test_a_feed_that_shrank_is_not_trusted(
     feed_api: ScriptedApi, engine: Engine, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -169,6 +174,7 @@ def test_a_feed_out_of_order_is_not_trusted(
     assert after["watermark_id"] == feed_api.world.next_action_id - 1 > before["watermark_id"]
 
 
+@pytest.mark.slow
 def test_auto_scans_the_images_when_the_feed_would_cost_more(
     feed_api: ScriptedApi, engine: Engine, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -182,6 +188,7 @@ def test_auto_scans_the_images_when_the_feed_would_cost_more(
     assert "more than the 60 of scanning the images" in caplog.text
 
 
+@pytest.mark.slow
 def test_the_watermark_moves_only_when_a_run_succeeds(
     feed_api: ScriptedApi, engine: Engine, database_url: str
 ) -> None:
@@ -245,6 +252,7 @@ def test_a_thousand_idle_images_cost_the_feed_and_the_audit_slice_only(
     assert sum(run.requests for run in hour) == 12 * 5 < 200
 
 
+@pytest.mark.slow
 def test_a_watermark_above_every_new_action_is_noticed(
     feed_api: ScriptedApi, engine: Engine, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -305,6 +313,7 @@ def test_what_the_feed_says_of_an_action_is_never_stored(
     assert without_bookkeeping(read_rows(engine)) == expected_table(world)
 
 
+@pytest.mark.slow
 def test_an_id_past_bigint_in_the_feed_is_a_doubt_not_a_crash(
     feed_api: ScriptedApi, engine: Engine, database_url: str
 ) -> None:
@@ -321,6 +330,7 @@ def test_an_id_past_bigint_in_the_feed_is_a_doubt_not_a_crash(
     assert read_rows(engine, feed_state)[0]["watermark_id"] < 2**63
 
 
+@pytest.mark.slow
 def test_a_failing_audit_makes_a_feed_run_partial_not_failed(
     feed_api: ScriptedApi, engine: Engine, database_url: str
 ) -> None:
@@ -332,6 +342,7 @@ def test_a_failing_audit_makes_a_feed_run_partial_not_failed(
     assert (run.strategy, run.outcome, run.unscanned) == ("feed", "partial", IMAGES - 1)
 
 
+@pytest.mark.slow
 def test_an_image_that_vanished_is_failed_on_every_feed_run(
     feed_api: ScriptedApi, engine: Engine, database_url: str
 ) -> None:

@@ -135,6 +135,7 @@ def one_body_api() -> Iterator[OneBodyApi]:
 )
 @given(body=JSON | st.fixed_dictionaries({"actions": st.lists(ACTIONS, max_size=3)}, optional={
     "links": JSON, "meta": JSON}))  # fmt: skip
+@pytest.mark.slow
 def test_pages_over_http_are_pages_or_clear_errors(one_body_api: OneBodyApi, body: Any) -> None:
     api = one_body_api
     api.body = body

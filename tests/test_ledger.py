@@ -222,6 +222,7 @@ def wait_until_the_server_lock_is_free(engine: Engine, seconds: float = 30) -> N
             return
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_killed_process_is_taken_over(
     api: FakeApi, engine: Engine, database_url: str
 ) -> None:
@@ -312,6 +313,7 @@ def test_all_images_pages_through_the_account(
     assert row["images_requested"] == "all"
 
 
+@pytest.mark.slow
 def test_max_rejected_turns_a_flood_of_bad_rows_into_a_failure(
     api: FakeApi, engine: Engine, database_url: str
 ) -> None:

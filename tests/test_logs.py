@@ -25,6 +25,7 @@ def fields(entry: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in entry.items() if key in FIELDS}
 
 
+@pytest.mark.slow
 def test_json_log_lines_carry_run_image_page_and_requests(api: FakeApi, database_url: str) -> None:
     images = list(api.world.actions)
 
@@ -53,6 +54,7 @@ def test_json_log_lines_carry_run_image_page_and_requests(api: FakeApi, database
     assert [e for e in http if fields(e)] == []
 
 
+@pytest.mark.slow
 def test_a_dry_run_has_no_run_id_to_log(api: FakeApi, engine: Engine, database_url: str) -> None:
     result = run_cli(*sync_args(api, database_url, "-v", "--log-format", "json", "--dry-run"))
 

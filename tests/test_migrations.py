@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -68,6 +69,7 @@ def test_downgrade_to_base_and_back_up(engine: Engine) -> None:
     assert schema_diff(engine) == []
 
 
+@pytest.mark.slow
 def test_alembic_revision_writes_a_numbered_typed_file(tmp_path: Path) -> None:
     shutil.copytree(migrations_dir(), tmp_path / "migrations")
     shutil.copy(Path(__file__).parents[1] / "pyproject.toml", tmp_path)

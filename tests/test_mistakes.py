@@ -426,6 +426,7 @@ def child(*args: str, stdout: int, buffered: bool = False) -> subprocess.Popen[b
     )
 
 
+@pytest.mark.slow
 def test_status_piped_into_head_stops_quietly(synced: str) -> None:
     many_runs(synced, 10)  # 1024 runs: far more output than a pipe buffers
     process = child("status", "--database-url", synced, "--runs", "1024", stdout=subprocess.PIPE)
@@ -458,6 +459,7 @@ DEMO = ["demo", "--images", "1", "--actions", "3"]
         pytest.param(DEMO, True, 0, id="demo-buffered"),
     ],
 )
+@pytest.mark.slow
 def test_every_command_survives_a_stdout_closed_before_it_writes(
     api: FakeApi, synced: str, tmp_path: Path, command: list[str], buffered: bool, code: int
 ) -> None:

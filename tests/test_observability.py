@@ -35,6 +35,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+@pytest.mark.slow
 def test_metrics_file_parses_as_prometheus_text(
     api: FakeApi, engine: Engine, database_url: str, tmp_path: Path
 ) -> None:
@@ -57,6 +58,7 @@ def test_metrics_file_parses_as_prometheus_text(
     assert TOKEN not in path.read_text()
 
 
+@pytest.mark.slow
 def test_metrics_of_a_failed_run_keep_the_last_success(
     api: FakeApi, engine: Engine, database_url: str, tmp_path: Path
 ) -> None:
@@ -75,6 +77,7 @@ def test_metrics_of_a_failed_run_keep_the_last_success(
     assert values[("do_image_actions_last_success_timestamp_seconds", ())] == success
 
 
+@pytest.mark.slow
 def test_metrics_file_in_a_missing_folder_is_a_clear_error(api: FakeApi, tmp_path: Path) -> None:
     result = run_cli(
         *sync_args(api, f"sqlite:///{tmp_path / 'x.db'}", "--metrics-file", "/nonexistent/m.prom")
@@ -102,6 +105,7 @@ def test_status_exit_codes(api: FakeApi, engine: Engine, database_url: str) -> N
     assert line.startswith("UNHEALTHY: the last run (id 2) failed: the API refused the token")
 
 
+@pytest.mark.slow
 def test_status_max_age_judges_the_last_success(
     api: FakeApi, engine: Engine, database_url: str
 ) -> None:
@@ -118,6 +122,7 @@ def test_status_max_age_judges_the_last_success(
     assert (parsed["healthy"], len(parsed["runs"]), len(parsed["images"])) == (True, 1, 3)
 
 
+@pytest.mark.slow
 def test_status_rejects_a_bad_max_age(engine: Engine, database_url: str) -> None:
     result = run_cli("status", "--database-url", database_url, "--max-age", "soon")
 
@@ -221,6 +226,7 @@ def test_report_cli_formats(engine: Engine, database_url: str) -> None:
     assert "--section nope is not a section; choose one of by_status" in bad.stderr
 
 
+@pytest.mark.slow
 def test_stored_times_and_report_days_are_utc_whatever_the_machine_time_zone(
     api: FakeApi, engine: Engine, database_url: str
 ) -> None:
@@ -244,6 +250,7 @@ def test_stored_times_and_report_days_are_utc_whatever_the_machine_time_zone(
     }
 
 
+@pytest.mark.slow
 def test_dry_run_reports_and_writes_nothing(
     api: FakeApi, engine: Engine, database_url: str
 ) -> None:
@@ -269,6 +276,7 @@ def test_dry_run_counts_would_be_updates(api: FakeApi, engine: Engine, database_
     assert len(read_rows(engine, sync_runs)) == 1
 
 
+@pytest.mark.slow
 def test_json_summary_and_json_logs(api: FakeApi, engine: Engine, database_url: str) -> None:
     result = run_cli(
         *sync_args(api, database_url, "--json", "--log-format", "json", "--image", "999")

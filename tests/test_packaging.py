@@ -41,6 +41,7 @@ sync_images("/etc/do-image-actions.toml")
 """
 
 
+@pytest.mark.slow
 def test_version_prints_the_installed_version() -> None:
     script = Path(sys.executable).with_name("do-image-actions")
 
