@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypedDict
+
+import orjson
 
 from etl.errors import TransformError
 
@@ -39,25 +42,38 @@ class ActionRow(TypedDict):
     region_features: list[str] | None
     region_sizes: list[str] | None
     payload: dict[str, Any]
+    payload_json: str  # the payload as stored: encode_payload's text
     content_hash: str
 
 
-def content_hash(raw: Mapping[str, Any], image_id: int) -> str:
-    """Return a fingerprint of what the API said about an action under an image.
+def encode_payload(raw: Any) -> bytes:
+    """Return what the API said about an action as canonical JSON: sorted keys, compact, UTF-8.
 
-    The same encoding proves the payload can be stored as JSON on every database.
+    These bytes are stored as the action's payload and hashed as its fingerprint, so a
+    payload is serialised once. orjson writes them; where it cannot (integers past 64
+    bits, lone surrogates, deep nesting) or where it would write null for a non-finite
+    number, the standard library decides, which writes the same bytes or refuses.
 
     Raises:
         TransformError: the payload holds what no database here can store exactly: a NUL
             character, a lone surrogate, a non-finite number, or absurd nesting.
     """
     try:
-        canonical = json.dumps(
-            [image_id, raw],
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=False,
+        encoded = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # orjson.JSONEncodeError is one
+        encoded = _encode_with_json(raw)
+    else:
+        if b"null" in encoded and _holds_non_finite(raw):
+            _encode_with_json(raw)  # raises, with the reason
+    if b"\\u0000" in encoded and NUL_ESCAPE.search(encoded):
+        raise TransformError("the action holds a NUL character, which PostgreSQL cannot store")
+    return encoded
+
+
+def _encode_with_json(raw: Any) -> bytes:
+    try:
+        return json.dumps(
+            raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         ).encode()
     except ValueError as exc:  # NaN or Infinity (UnicodeEncodeError is a ValueError too)
         reason = "a lone surrogate" if isinstance(exc, UnicodeEncodeError) else "NaN or Infinity"
@@ -66,6 +82,35 @@ def content_hash(raw: Mapping[str, Any], image_id: int) -> str:
         raise TransformError("the action's keys cannot be ordered; it is not plain JSON") from exc
     except RecursionError as exc:
         raise TransformError("the action is nested too deeply to store") from exc
-    if b"\\u0000" in canonical and NUL_ESCAPE.search(canonical):
-        raise TransformError("the action holds a NUL character, which PostgreSQL cannot store")
-    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+
+
+def _holds_non_finite(value: Any) -> bool:
+    """Return whether ``value`` holds NaN or an infinity anywhere (orjson writes them as null)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_holds_non_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_non_finite(item) for item in value)
+    return False
+
+
+def hash_payload(encoded: bytes, image_id: int) -> str:
+    """Return the fingerprint of an encoded payload listed under ``image_id``.
+
+    It hashes the JSON text of ``[image_id, payload]``, as earlier versions did, so rows
+    stored by them keep their fingerprints.
+    """
+    digest = hashlib.blake2b(b"[%d," % image_id, digest_size=16)
+    digest.update(encoded)
+    digest.update(b"]")
+    return digest.hexdigest()
+
+
+def content_hash(raw: Mapping[str, Any], image_id: int) -> str:
+    """Return a fingerprint of what the API said about an action under an image.
+
+    Raises:
+        TransformError: see encode_payload.
+    """
+    return hash_payload(encode_payload(raw), image_id)

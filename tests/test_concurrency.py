@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from etl.fake import FakeApi, World
+from etl.store.database import open_engine
 from etl.sync.ratelimit import RateLimiter
 from etl.sync.run import run_sync
 from tests.support.doubles import TOKEN
@@ -101,3 +105,56 @@ def test_many_workers_give_the_same_table_as_one(
     assert without_bookkeeping(read_rows(engine)) == without_bookkeeping(
         read_rows(open_engine(one))
     )
+
+
+class ArrivalsApi(FakeApi):
+    """The fake API, noting when each page of an image's listing was asked for."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world, token=TOKEN)
+        self.arrivals: dict[int, float] = {}
+
+    def respond(self, exchange: Any, request: Any) -> int:
+        if request.path.endswith("/actions"):
+            self.arrivals[int(request.query["page"])] = time.monotonic()
+        return super().respond(exchange, request)
+
+
+def test_the_next_page_is_fetched_while_a_page_is_written(tmp_path: Path) -> None:
+    database_url = f"sqlite:///{tmp_path / 'overlap.db'}"
+    world = World.generate(images=1, actions_per_image=100, seed=8)
+    writes: list[tuple[float, float]] = []
+    begun: dict[int, float] = {}
+
+    def slow_write(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO image_actions"):  # a page's rows take 0.2 s more
+            begun[threading.get_ident()] = time.monotonic()
+            time.sleep(0.2)
+
+    def committed(conn: Any) -> None:
+        if threading.get_ident() in begun:
+            writes.append((begun.pop(threading.get_ident()), time.monotonic()))
+
+    event.listen(Engine, "before_cursor_execute", slow_write)
+    event.listen(Engine, "commit", committed)
+    try:
+        with ArrivalsApi(world) as api:
+            result = run_sync(settings_for(api, database_url, workers=1), sleep=lambda _: None)
+    finally:
+        event.remove(Engine, "before_cursor_execute", slow_write)
+        event.remove(Engine, "commit", committed)
+
+    assert result.outcome == "succeeded"
+    assert read_rows_count(database_url) == 100
+    ends = [ended for _, ended in sorted(writes)]  # of pages 1 to 5, in order
+    assert len(ends) == 5
+    # Without the overlap each page is asked for only once the one before has committed.
+    assert all(api.arrivals[page + 1] < ends[page - 1] for page in range(1, 5))
+
+
+def read_rows_count(database_url: str) -> int:
+    engine = open_engine(database_url)
+    try:
+        return len(read_rows(engine))
+    finally:
+        engine.dispose()

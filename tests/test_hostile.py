@@ -21,7 +21,7 @@ from etl.store.load import upsert_actions
 from etl.store.schema import image_actions
 from etl.sync.pages import split_page
 from tests.support.doubles import TOKEN
-from tests.support.rows import read_rows
+from tests.support.rows import as_stored, read_rows
 
 NASTY_TEXT = st.sampled_from(
     ["", " ", "in-progress", "ünïcødé ✓", "😀" * 10, "x" * 255, "x" * 256, "\x00", "a\x00b",
@@ -160,9 +160,7 @@ def stored_or_rejected(engine: Engine, raw: dict) -> None:
     with engine.begin() as conn:
         upsert_actions(conn, rows, now=now)
     stored = read_rows(engine)
-    assert stored == [
-        {**row, "first_seen_at": now, "changed_at": now, "missing_since": None} for row in rows
-    ]
+    assert stored == [as_stored(row, now) for row in rows]
     if stored:  # the payload reads back as the very JSON the API sent
         assert json.dumps(stored[0]["payload"], sort_keys=True) == json.dumps(raw, sort_keys=True)
     assert bool(rejected) == (not stored)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, delete, text, update
 
 from etl.source.transform import flatten_action
-from etl.store.load import UpsertCounts, upsert_actions
-from tests.support.rows import read_rows
+from etl.store.bulk import bulk_writer
+from etl.store.load import UpsertCounts, upsert_actions, write_rows
+from etl.store.schema import image_actions
+from etl.store.upsert import execute_upsert
+from tests.support.rows import as_stored, read_rows
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 T1 = datetime(2026, 11, 1, 12, 5, 30, 250000, tzinfo=UTC)
@@ -47,14 +51,7 @@ def test_upsert_actions_inserts_whole_rows(engine: Engine) -> None:
     counts = upsert(engine, [raw], T0)
 
     assert counts == UpsertCounts(inserted=1, updated=0, unchanged=0)
-    assert read_rows(engine) == [
-        {
-            **flatten_action(raw, image_id=7),
-            "first_seen_at": T0,
-            "changed_at": T0,
-            "missing_since": None,
-        }
-    ]
+    assert read_rows(engine) == [as_stored(flatten_action(raw, image_id=7), T0)]
 
 
 def test_upsert_actions_keeps_fractions_and_utc(engine: Engine) -> None:
@@ -148,3 +145,93 @@ def test_upsert_actions_stores_null_region_and_unicode(engine: Engine) -> None:
 def test_upsert_actions_with_no_rows_does_nothing(engine: Engine) -> None:
     assert upsert(engine, [], T0) == UpsertCounts()
     assert read_rows(engine) == []
+
+
+def raw_table(engine: Engine) -> list[tuple]:
+    """Every image_actions row as the database holds it, JSON columns parsed."""
+    json_columns = {"region_features", "region_sizes", "payload"}
+    with engine.connect() as conn:
+        result = conn.exec_driver_sql("SELECT * FROM image_actions ORDER BY id")
+        names = list(result.keys())
+        return [
+            tuple(
+                json.loads(value) if name in json_columns and isinstance(value, str) else value
+                for name, value in zip(names, row, strict=True)
+            )
+            for row in result
+        ]
+
+
+def test_the_bulk_write_stores_what_sqlalchemys_statement_stores(engine: Engine) -> None:
+    raws = [
+        action(1),
+        action(2, "in-progress", region=None, region_slug=None),
+        action(3, started_at="0001-01-01T00:00:00Z", completed_at="9999-12-31T23:59:59.999999Z"),
+        action(4, type="ünïcødé ✓ 😀", region={"slug": "x", "features": [], "available": False}),
+    ]
+    rows = [flatten_action(raw, image_id=7) for raw in raws]
+    stamped = [as_stored(row, T1) for row in rows]
+    with engine.begin() as conn:
+        execute_upsert(conn, stamped, image_actions)  # SQLAlchemy's statement and binds
+    through_sqlalchemy = raw_table(engine)
+    with engine.begin() as conn:
+        conn.execute(delete(image_actions))
+        write_rows(conn, rows, now=T1)  # the driver's bulk path
+
+    assert bulk_writer_in_use(engine)
+    assert raw_table(engine) == through_sqlalchemy
+    assert read_rows(engine) == stamped
+
+
+def bulk_writer_in_use(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return bulk_writer(conn) is not None or engine.dialect.name == "duckdb"
+
+
+def test_the_bulk_write_leaves_a_row_with_the_same_fingerprint_untouched(engine: Engine) -> None:
+    """The statement's own change test, without upsert_actions' read before it."""
+    row = flatten_action(action(5), image_id=7)
+    with engine.begin() as conn:
+        write_rows(conn, [row], now=T0)
+    with engine.begin() as conn:
+        write_rows(conn, [row], now=T1)  # same fingerprint, not missing: not rewritten
+    assert read_rows(engine)[0]["changed_at"] == T0
+
+    changed = flatten_action(action(5, "errored"), image_id=7)
+    with engine.begin() as conn:
+        write_rows(conn, [changed], now=T1)
+    assert [(r["status"], r["first_seen_at"], r["changed_at"]) for r in read_rows(engine)] == [
+        ("errored", T0, T1)
+    ]
+
+
+def test_the_bulk_write_clears_missing_since_of_an_unchanged_row(engine: Engine) -> None:
+    row = flatten_action(action(6), image_id=7)
+    with engine.begin() as conn:
+        write_rows(conn, [row], now=T0)
+        conn.execute(update(image_actions).values(missing_since=T0))
+    with engine.begin() as conn:
+        write_rows(conn, [row], now=T1)
+
+    assert [(r["missing_since"], r["changed_at"]) for r in read_rows(engine)] == [(None, T1)]
+
+
+def test_bulk_writes_in_one_transaction_and_after_a_rollback(engine: Engine) -> None:
+    first, changed, other = (
+        flatten_action(action(7), image_id=7),
+        flatten_action(action(7, "errored"), image_id=7),
+        flatten_action(action(8), image_id=7),
+    )
+    with engine.connect() as conn:
+        with conn.begin() as transaction:
+            write_rows(conn, [first], now=T0)
+            transaction.rollback()  # on PostgreSQL this also undoes the staging table
+        with conn.begin():
+            write_rows(conn, [first], now=T0)
+            write_rows(conn, [changed], now=T1)
+            write_rows(conn, [other], now=T1)  # no batch before it is staged again
+
+    assert [(r["id"], r["status"], r["changed_at"]) for r in read_rows(engine)] == [
+        (7, "errored", T1),
+        (8, "completed", T1),
+    ]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from etl.errors import TransformError
-from etl.source.transform import content_hash, flatten_action, parse_timestamp
+from etl.model import content_hash
+from etl.source.transform import flatten_action, parse_timestamp
 from tests.support import spec
 
 REGION = {
@@ -31,6 +34,11 @@ TYPICAL = {
 }
 
 
+def canonical(value: object) -> str:
+    """The JSON text earlier versions hashed: the standard library's, keys sorted, compact."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def test_flatten_action_lifts_region_into_columns() -> None:
     row = flatten_action(TYPICAL, image_id=7555620)
 
@@ -49,6 +57,7 @@ def test_flatten_action_lifts_region_into_columns() -> None:
         "region_features": ["private_networking", "image_transfer"],
         "region_sizes": ["s-1vcpu-1gb", "s-1vcpu-2gb"],
         "payload": TYPICAL,
+        "payload_json": canonical(TYPICAL),
         "content_hash": content_hash(TYPICAL, 7555620),
     }
 
@@ -100,6 +109,7 @@ def test_flatten_action_minimal_action_gives_nulls() -> None:
         "region_features": None,
         "region_sizes": None,
         "payload": {"id": 5},
+        "payload_json": '{"id":5}',
         "content_hash": content_hash({"id": 5}, 9),
     }
 
@@ -108,6 +118,12 @@ def test_flatten_action_keeps_unknown_fields_in_payload() -> None:
     raw = {**TYPICAL, "brand_new_field": {"nested": [1, 2]}}
 
     assert flatten_action(raw, image_id=1)["payload"]["brand_new_field"] == {"nested": [1, 2]}
+
+
+def test_content_hash_is_the_one_earlier_versions_stored() -> None:
+    earlier = hashlib.blake2b(canonical([7555620, TYPICAL]).encode(), digest_size=16).hexdigest()
+
+    assert content_hash(TYPICAL, 7555620) == earlier
 
 
 def test_content_hash_changes_with_status_and_image_but_not_key_order() -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import requests
 
 from etl.errors import ApiError, AuthError, NotFoundError, RetryableApiError
@@ -17,6 +18,12 @@ from etl.source.gate import RateLimits
 
 # 429 is the rate-limit answer; 5xx are transient server faults (501 is not: it never heals).
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Digits become "0", all else a space: a run of 19 zeros then marks a number that may not
+# fit in 64 bits (a C-speed scan, several times faster than a regular expression).
+DIGITS_ONLY = bytes(byte if byte in b"0123456789" else 32 for byte in range(256)).translate(
+    bytes.maketrans(b"123456789", b"000000000")
+)
+WIDE_NUMBER = b"0" * 19
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,16 @@ def parse_json(content: bytes) -> Any:
 
     RFC 8259 JSON is UTF-8: invalid bytes make invalid JSON, never U+FFFD. Nesting deeper
     than Python's parser goes is refused the same way, not raised as RecursionError.
+
+    orjson parses; what it refuses or could read inexactly goes to the standard library,
+    whose reading is the rule: numbers of 19 digits or more (orjson turns integers past
+    64 bits into floats), NaN and Infinity (kept, then refused per action), lone surrogates.
     """
+    if WIDE_NUMBER not in content.translate(DIGITS_ONLY):
+        try:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(content.decode("utf-8"))
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any
 
 from etl.errors import TransformError
-from etl.model import ActionRow, content_hash
+from etl.model import ActionRow, encode_payload, hash_payload
 
 MAX_BIGINT = 2**63 - 1
 MAX_TEXT = 255  # width of the text columns; longer values are rejected, never cut
@@ -41,8 +42,8 @@ def _bigint(value: Any, field: str, *, nullable: bool) -> int | None:
 
 
 def _text(value: Any, field: str) -> str | None:
-    if value is None:
-        return None
+    if value is None or (type(value) is str and len(value) <= MAX_TEXT and "\x00" not in value):
+        return value
     if not isinstance(value, str):
         raise TransformError(f"{field} must be a string, not {type(value).__name__}")
     if len(value) > MAX_TEXT:
@@ -55,7 +56,7 @@ def _text(value: Any, field: str) -> str | None:
 def _strings(value: Any, field: str) -> list[str] | None:
     if value is None:
         return None
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+    if not isinstance(value, list) or not all(map(isinstance, value, repeat(str))):
         raise TransformError(f"{field} must be a list of strings")
     return value
 
@@ -92,5 +93,6 @@ def flatten_action(raw: Any, *, image_id: int) -> ActionRow:
         "region_features": _strings(region.get("features"), "region.features"),
         "region_sizes": _strings(region.get("sizes"), "region.sizes"),
         "payload": raw,
-        "content_hash": content_hash(raw, image_id),
+        "payload_json": (encoded := encode_payload(raw)).decode(),  # after the fields' checks
+        "content_hash": hash_payload(encoded, image_id),
     }

@@ -14,8 +14,8 @@ from sqlalchemy import Connection, Engine, func, insert, or_, select, update
 from etl import __version__
 from etl.errors import DatabaseError
 from etl.model import FINAL_STATUSES
-from etl.store.load import execute_upsert
 from etl.store.schema import image_actions, image_sync_state, rejected_actions, sync_runs
+from etl.store.upsert import execute_upsert
 
 MAX_ERROR_TEXT = 2000
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
-from typing import Any
 
-from sqlalchemy import Connection, Insert, Table, select
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy import Connection, select
 
-from etl.errors import DatabaseError
-from etl.model import ActionRow, content_hash
+from etl.model import ActionRow, hash_payload
+from etl.store.bulk import bulk_writer
 from etl.store.schema import image_actions
+from etl.store.upsert import execute_upsert
 
 
 @dataclass
@@ -34,52 +32,19 @@ class UpsertCounts:
         )
 
 
-@cache
-def upsert_statement(dialect_name: str, table: Table = image_actions) -> Insert:
-    """Return the dialect's own upsert for ``table``, keyed on its primary key.
-
-    INSERT ... ON CONFLICT DO UPDATE on SQLite, PostgreSQL and DuckDB (which speaks
-    PostgreSQL's form), INSERT ... ON DUPLICATE KEY UPDATE on MySQL/MariaDB. For
-    image_actions first_seen_at is never overwritten.
-
-    Raises:
-        DatabaseError: the dialect has no native upsert we support.
-    """
-    keys = [column.name for column in table.primary_key.columns]
-    updates = [
-        column.name
-        for column in table.columns
-        if column.name not in keys and column.name != "first_seen_at"
-    ]
-    if dialect_name in ("sqlite", "postgresql", "duckdb"):
-        module: Any = sqlite if dialect_name == "sqlite" else postgresql
-        stmt = module.insert(table)
-        return stmt.on_conflict_do_update(  # type: ignore[no-any-return]
-            index_elements=keys, set_={name: stmt.excluded[name] for name in updates}
-        )
-    if dialect_name in ("mysql", "mariadb"):
-        my_stmt = mysql.insert(table)
-        return my_stmt.on_duplicate_key_update({name: my_stmt.inserted[name] for name in updates})
-    raise DatabaseError(
-        f"database dialect {dialect_name!r} is not supported; use SQLite, PostgreSQL, "
-        "MySQL, MariaDB or DuckDB"
-    )
-
-
-def execute_upsert(conn: Connection, rows: Sequence[dict[str, Any]], table: Table) -> None:
-    """Upsert ``rows`` into ``table`` with the dialect's native statement, as one batch.
-
-    DuckDB runs an executemany as one statement per row (about 2 ms each), so it gets one
-    multi-row VALUES statement instead, which may not name a key twice: the last row wins,
-    as it would row by row.
-    """
-    stmt = upsert_statement(conn.dialect.name, table)
-    if conn.dialect.name != "duckdb":
-        conn.execute(stmt, rows)
+def write_rows(conn: Connection, rows: Sequence[ActionRow], *, now: datetime) -> None:
+    """Upsert ``rows`` (distinct ids) as new or changed, stamped ``now``, listed again."""
+    writer = bulk_writer(conn)
+    if writer is not None:
+        writer(conn, rows, now)
         return
-    keys = [column.name for column in table.primary_key.columns]
-    latest = {tuple(row[key] for key in keys): row for row in rows}
-    conn.execute(stmt.values(list(latest.values())))
+    columns = set(image_actions.columns.keys())
+    stamped = {"first_seen_at": now, "changed_at": now, "missing_since": None}
+    execute_upsert(
+        conn,
+        [{**{k: v for k, v in row.items() if k in columns}, **stamped} for row in rows],
+        image_actions,
+    )
 
 
 def upsert_actions(
@@ -110,7 +75,7 @@ def upsert_actions(
         image_actions.c.missing_since,
     ).where(image_actions.c.id.in_(latest))
     stored = {found.id: found for found in conn.execute(query)}
-    writes: list[dict[str, Any]] = []
+    writes: list[ActionRow] = []
     inserted = elsewhere = 0
     for action_id, row in latest.items():
         known = stored.get(action_id)
@@ -119,13 +84,14 @@ def upsert_actions(
             if elsewhere_ids is not None:
                 elsewhere_ids.add(action_id)
             owner = known.image_id
-            row = {**row, "image_id": owner, "content_hash": content_hash(row["payload"], owner)}
+            owned = hash_payload(row["payload_json"].encode(), owner)
+            row = {**row, "image_id": owner, "content_hash": owned}
         unchanged = known is not None and known.content_hash == row["content_hash"]
         if unchanged and known.missing_since is None:  # type: ignore[union-attr]
             continue
         inserted += known is None
-        writes.append({**row, "first_seen_at": now, "changed_at": now, "missing_since": None})
+        writes.append(row)
     if writes and write:
-        execute_upsert(conn, writes, image_actions)
+        write_rows(conn, writes, now=now)
     updated = len(writes) - inserted
     return UpsertCounts(inserted, updated, len(latest) - len(writes), elsewhere)

@@ -8,8 +8,8 @@ from datetime import datetime
 
 from sqlalchemy import Connection, select
 
-from etl.store.load import upsert_statement
 from etl.store.schema import feed_state, image_sync_state
+from etl.store.upsert import upsert_statement
 
 FEED = "actions"  # feed_state's one row: GET /v2/actions
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -31,6 +32,9 @@ class RunContext:
     # Actions this run saw listed under another image than the one that owns them: a
     # --full scan of the owner does not mark them missing.
     listed_elsewhere: set[int] = field(default_factory=set)
+    # Where a scan that reads to the end writes its pages, while it fetches the next;
+    # None writes each page on the scan's own thread.
+    writer: Executor | None = None
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from etl.errors import ApiError, NotFoundError, RunInterrupted
 from etl.model import KNOWN_STATUSES, ActionRow
 from etl.source.extract import Page, get_image_action, iter_image_action_pages
 from etl.store.ledger import (
+    KnownState,
     Rejected,
     known_state,
     mark_missing,
@@ -155,16 +157,10 @@ class ImageScan:
                 if first and known.meta_total == stored_before
                 else None,
             )
-            for page in pages:
-                if page.number == 1:
-                    result.first_page_digest = page.digest
-                    total = known.meta_total if page.known else page.total
-                    if first and known_digest == page.digest and total == stored_before:
-                        self._take_known_page(page, state.seen, stored_before)
-                        break
-                if self._take_page(page, state):
-                    result.stopped_early = True
-                    break
+            if ctx.writer is not None and not state.may_stop:  # it reads to the end
+                self._take_pages_overlapped(pages, state)
+            else:
+                self._take_pages(pages, state, known, stored_before)
             result.ordered = state.ordered
             if result.stopped_early:
                 result.received = state.received
@@ -191,12 +187,67 @@ class ImageScan:
                 extra=self._fields(),
             )
 
+    def _take_pages(
+        self, pages: Iterator[Page], state: ScanState, known: KnownState, stored_before: int
+    ) -> None:
+        """Store pages one after another, until the last or until the scan may stop."""
+        result = self.result
+        for page in pages:
+            if page.number == 1:
+                result.first_page_digest = page.digest
+                total = known.meta_total if page.known else page.total
+                same = state.may_stop and known.first_page_digest == page.digest
+                if same and total == stored_before:
+                    self._take_known_page(page, state.seen, stored_before)
+                    return
+            if self._take_page(page, state):
+                result.stopped_early = True
+                return
+
     def _take_page(self, page: Page, state: ScanState) -> bool:
         """Store one page, feed it to the scan's state; return whether the scan may stop."""
-        result = self.result
-        rows, rejected = split_page(page.items, result.image_id, page.number)
+        rows, rejected = self._split(page)
+        return self._account(
+            page, rows, rejected, self._store(rows, rejected, page=page.number), state
+        )
+
+    def _take_pages_overlapped(self, pages: Iterator[Page], state: ScanState) -> None:
+        """Store every page, each written on the run's writers while the next one is fetched.
+
+        One page is written at a time, so the image's pages still commit in order; a page
+        being written when fetching fails is committed and counted before the error goes on.
+        """
+        writer = self.ctx.writer
+        assert writer is not None  # noqa: S101  (the caller checked)
+        result, pending = self.result, None
+        try:
+            for page in pages:  # fetching this page overlaps writing the one before
+                if page.number == 1:
+                    result.first_page_digest = page.digest
+                rows, rejected = self._split(page)
+                if pending is not None:
+                    self._account(*pending[:3], pending[3].result(), state)
+                write = writer.submit(self._store, rows, rejected, page=page.number)
+                pending = (page, rows, rejected, write)
+        finally:
+            if pending is not None:
+                self._account(*pending[:3], pending[3].result(), state)
+
+    def _split(self, page: Page) -> tuple[list[ActionRow], list[Rejected]]:
+        rows, rejected = split_page(page.items, self.result.image_id, page.number)
         self._count_unknown(rows)
-        counts = self._store(rows, rejected, page=page.number)
+        return rows, rejected
+
+    def _account(
+        self,
+        page: Page,
+        rows: list[ActionRow],
+        rejected: list[Rejected],
+        counts: UpsertCounts,
+        state: ScanState,
+    ) -> bool:
+        """Feed a stored page to the scan's state and the run; return whether it may stop."""
+        result = self.result
         stop = state.add_page(
             [row["id"] for row in rows],
             [r.action_id for r in rejected],

@@ -135,6 +135,10 @@ class _Run:
 
         Returns the error to raise once the ledger is written: one that is no EtlError.
         """
+        with ThreadPoolExecutor(self.settings.workers, thread_name_prefix="write") as writer:
+            return self._sync_all(writer)
+
+    def _sync_all(self, writer: ThreadPoolExecutor) -> BaseException | None:
         context = RunContext(
             client=self.client,
             engine=self.engine,
@@ -145,6 +149,7 @@ class _Run:
             run_id=self.result.run_id,
             now=self.now,
             page_done=self.page_done,
+            writer=writer,
         )
         try:
             plan = make_plan(context, self.settings, self.images())

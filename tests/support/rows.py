@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, Table, select
@@ -14,6 +16,13 @@ def read_rows(engine: Engine, table: Table = image_actions) -> list[dict[str, An
     with engine.connect() as conn:
         result = conn.execute(select(table).order_by(*table.primary_key.columns))
         return [dict(row._mapping) for row in result]
+
+
+def as_stored(row: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """Return the image_actions row a transformed ``row`` becomes when written at ``now``."""
+    columns = image_actions.columns.keys()
+    stamps = {"first_seen_at": now, "changed_at": now, "missing_since": None}
+    return {**{k: v for k, v in row.items() if k in columns}, **stamps}
 
 
 def without_bookkeeping(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

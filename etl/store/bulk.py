@@ -1,0 +1,157 @@
+"""Write a page of action rows through the driver itself: no per-row bind processing.
+
+The rows' payloads are already JSON text (transform serialised them once), and the
+timestamps are formatted here the way SQLAlchemy would store them, so each value reaches
+the driver ready. Each dialect gets its cheapest bulk upsert:
+
+- SQLite: one ``executemany`` of ``INSERT ... ON CONFLICT DO UPDATE``;
+- PostgreSQL (psycopg): ``COPY`` into a temporary table, then one
+  ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``;
+- MySQL/MariaDB: ``executemany`` of ``INSERT ... ON DUPLICATE KEY UPDATE``, which the
+  driver sends as large multi-row INSERTs.
+
+Every form updates a stored row only when its fingerprint differs or it is marked missing,
+so an unchanged row is never rewritten, whoever else writes meanwhile. Other dialects and
+drivers (DuckDB, psycopg2) take SQLAlchemy's statement (see load.execute_upsert).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import orjson
+from sqlalchemy import Column, Connection, Dialect, MetaData, Table, delete, select
+
+from etl.errors import DatabaseError
+from etl.model import ActionRow
+from etl.store.schema import image_actions
+from etl.store.upsert import upsert_statement
+
+COLUMNS = tuple(column.name for column in image_actions.columns)
+STAMPS = ("started_at", "completed_at")  # the row's own timestamps; the rest are "now"
+LISTS = ("region_features", "region_sizes")  # JSON columns besides the payload
+INCOMING = "image_actions_incoming"  # PostgreSQL's per-session staging table
+
+
+def _naive_stamp(value: datetime | None) -> str | None:
+    """Return UTC as SQLAlchemy stores it on SQLite and MySQL: 'YYYY-MM-DD HH:MM:SS.ffffff'."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:  # transform's are UTC already
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:26]  # without its "+00:00"
+
+
+def _zoned_stamp(value: datetime | None) -> str | None:
+    """Return an instant as PostgreSQL's text input reads it, zone included."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")
+
+
+def _json_list(value: list[str] | None) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _values(
+    rows: Sequence[ActionRow], now: datetime, stamp: Callable[[datetime | None], str | None]
+) -> list[tuple[Any, ...]]:
+    """Return each row as a tuple in COLUMNS' order, every value ready for the driver."""
+    at = stamp(now)
+    return [
+        (
+            row["id"],
+            row["image_id"],
+            row["status"],
+            row["type"],
+            stamp(row["started_at"]),
+            stamp(row["completed_at"]),
+            row["resource_id"],
+            row["resource_type"],
+            row["region_slug"],
+            row["region_name"],
+            row["region_available"],
+            _json_list(row["region_features"]),
+            _json_list(row["region_sizes"]),
+            row["payload_json"],
+            row["content_hash"],
+            at,  # first_seen_at: kept by the update for rows already stored
+            at,  # changed_at
+            None,  # missing_since: a row written is a row listed
+        )
+        for row in rows
+    ]
+
+
+@cache
+def _driver_upsert(dialect: Dialect) -> tuple[str, bool]:
+    """Return the dialect's upsert as the driver's SQL, and whether it takes tuples.
+
+    Positional parameters come in COLUMNS' order; named ones carry the column names.
+    """
+    compiled = upsert_statement(dialect.name).compile(dialect=dialect)
+    if compiled.positional and tuple(compiled.positiontup or ()) != COLUMNS:
+        raise DatabaseError(f"the {dialect.name} upsert does not take the columns in order")
+    return str(compiled), compiled.positional
+
+
+# PostgreSQL's staging table: a page is copied into it, then upserted from it.
+incoming = Table(
+    INCOMING, MetaData(), *(Column(column.name, column.type) for column in image_actions.columns)
+)
+
+
+@cache
+def _postgresql_statements(dialect: Dialect) -> tuple[str, str, str]:
+    create = (
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {INCOMING} "
+        "(LIKE image_actions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    copy = f"COPY {INCOMING} ({', '.join(COLUMNS)}) FROM STDIN"
+    source = select(*incoming.columns)
+    upsert = upsert_statement(dialect.name, image_actions, source).compile(dialect=dialect)
+    # Emptied in the same round trip: a second page in one transaction starts clean.
+    empty = delete(incoming).compile(dialect=dialect)
+    return create, copy, f"{upsert}; {empty}"
+
+
+Writer = Callable[[Connection, Sequence[ActionRow], datetime], None]
+
+
+def bulk_writer(conn: Connection) -> Writer | None:
+    """Return the bulk upsert for ``conn``'s dialect and driver, or None to use SQLAlchemy's."""
+    dialect = conn.dialect
+    if dialect.name == "sqlite" and dialect.driver == "pysqlite":
+        return _write_executemany
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        return _write_postgresql
+    if dialect.name in ("mysql", "mariadb") and dialect.driver in ("pymysql", "mysqldb"):
+        return _write_executemany
+    return None
+
+
+def _write_executemany(conn: Connection, rows: Sequence[ActionRow], now: datetime) -> None:
+    sql, positional = _driver_upsert(conn.dialect)
+    values = _values(rows, now, _naive_stamp)
+    if positional:
+        conn.exec_driver_sql(sql, values)
+    else:
+        conn.exec_driver_sql(sql, [dict(zip(COLUMNS, value, strict=True)) for value in values])
+
+
+def _write_postgresql(conn: Connection, rows: Sequence[ActionRow], now: datetime) -> None:
+    create, copy, upsert = _postgresql_statements(conn.dialect)
+    values = _values(rows, now, _zoned_stamp)
+    driver = conn.connection.driver_connection
+    assert driver is not None  # noqa: S101  (an open connection has its driver's)
+    with driver.cursor() as cursor:
+        cursor.execute(create)  # once a session in effect; a rollback may have undone it
+        with cursor.copy(copy) as stream:
+            for value in values:
+                stream.write_row(value)
+        cursor.execute(upsert)
