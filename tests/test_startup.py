@@ -38,8 +38,8 @@ NOT_FOR_HELP = (
     "etl.store",
     "etl.sync",
 )
-# What reading the database does without: the API side and the run machinery.
-NOT_FOR_READERS = ("requests", "tenacity", "etl.source", "etl.sync", "alembic")
+# What reading the database does without: the API side, the run machinery, migrations, upserts.
+NOT_FOR_READERS = ("requests", "tenacity", "etl.source", "etl.sync", "alembic", "etl.store.load")
 
 
 def probe(*args: str) -> dict[str, Any]:

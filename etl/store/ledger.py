@@ -14,7 +14,6 @@ from sqlalchemy import Connection, Engine, func, insert, or_, select, update
 from etl import __version__
 from etl.errors import DatabaseError
 from etl.model import FINAL_STATUSES
-from etl.store.load import execute_upsert
 from etl.store.schema import image_actions, image_sync_state, rejected_actions, sync_runs
 
 MAX_ERROR_TEXT = 2000
@@ -162,6 +161,9 @@ def save_image_states(
                 "scan_complete": state.scan_complete,
             }
         )
+    # Imported here: status reads this module, and needs no upsert (nor the dialects it loads).
+    from etl.store.load import execute_upsert
+
     execute_upsert(conn, rows, image_sync_state)
 
 
