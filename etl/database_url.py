@@ -1,22 +1,33 @@
-"""Check and mask SQLAlchemy database URLs, so a password never shows; no I/O."""
+"""Check and mask SQLAlchemy database URLs, so a password never shows; no I/O.
+
+SQLAlchemy is imported by the functions, not here: the settings table in etl.config names
+check_database_url, and --help must not pay for SQLAlchemy to print the default URL.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy.dialects import registry
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from typing import TYPE_CHECKING, Any
 
 from etl.errors import ConfigError
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
 DEFAULT_DATABASE_URL = "sqlite:///do_image_actions.db"
 IN_MEMORY = (None, "", ":memory:")
-
-# duckdb:/// means duckdb-engine with reflection that works (etl.store.duckdb_dialect). Only a
-# name is registered here: the module, and the optional duckdb packages, load on first use.
-registry.register("duckdb", "etl.store.duckdb_dialect", "DuckDBDialect")
 PERCENT_ENCODE_HINT = "percent-encode it (@ as %40, : as %3A, / as %2F, % as %25)"
+
+
+def register_dialects() -> None:
+    """Tell SQLAlchemy that duckdb:/// means duckdb-engine with reflection that works.
+
+    Only a name is registered (etl.store.duckdb_dialect): the module, and the optional duckdb
+    packages, load on first use. Importing etl.store calls this, and so does
+    check_database_url, before any URL is resolved to a dialect.
+    """
+    from sqlalchemy.dialects import registry
+
+    registry.register("duckdb", "etl.store.duckdb_dialect", "DuckDBDialect")
 
 
 def parse_database_url(url: str) -> URL:
@@ -25,6 +36,9 @@ def parse_database_url(url: str) -> URL:
     Raises:
         ArgumentError: the URL is malformed, whatever SQLAlchemy raised.
     """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return make_url(url)
     except ValueError as exc:
@@ -39,6 +53,8 @@ def mask_database_url(url: str) -> str:
     A raw ``@`` in a password makes SQLAlchemy read the password's tail as the host, so the
     host is cut after its last ``@``: the mask then hides too much rather than too little.
     """
+    from sqlalchemy.exc import ArgumentError
+
     try:
         parsed = parse_database_url(url)
     except ArgumentError:
@@ -55,6 +71,8 @@ def check_database_url(name: str, value: Any) -> str:
         ConfigError: the URL is malformed, names no known database kind, holds a raw '@' in
             its password, or names an in-memory SQLite or DuckDB database.
     """
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
     example = "'postgresql+psycopg://user@host/db'"
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{name} must be a SQLAlchemy URL such as {DEFAULT_DATABASE_URL!r}")
@@ -73,6 +91,7 @@ def check_database_url(name: str, value: Any) -> str:
             f"{name} starts with postgres://, which SQLAlchemy does not know; "
             f"write postgresql+psycopg:// instead, e.g. {example}"
         )
+    register_dialects()
     try:
         url.get_dialect()
     except NoSuchModuleError as exc:

@@ -9,35 +9,23 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from etl.config import TOKEN_ENV, Settings, Source, load_settings_and_sources
 from etl.config_file import ConfigFile, find_config_file
 from etl.database_url import mask_database_url
 from etl.errors import ConfigError, EtlError
-from etl.ops import check
-from etl.ops.check import run_checks, shown_settings
 from etl.ops.jsonout import json_default
 from etl.ops.logs import setup_logging
-from etl.ops.metrics import render_metrics, write_metrics
 from etl.ops.options import DEMO_DATABASE_URL, build_parser, report_filter
-from etl.ops.progress import Progress
-from etl.ops.report import build_report
-from etl.ops.report_formats import (
-    render_csv,
-    render_json,
-    render_ndjson,
-    render_table,
-    write_csv_files,
-)
-from etl.ops.status import IMAGE_COLUMNS, RUN_COLUMNS, read_status
-from etl.ops.summary import format_image, format_json, format_run
 from etl.ops.tables import format_table
-from etl.store.database import connect_synced, open_engine, translate_errors
-from etl.store.migrate import current_revision, upgrade
-from etl.sync.results import RunResult
-from etl.sync.run import run_sync
 from etl.timeutil import utc_now
+
+if TYPE_CHECKING:
+    from etl.sync.results import RunResult
+
+# Each command imports what it runs when it runs: --help loads neither SQLAlchemy nor the
+# HTTP stack, and status and report load the database side only (tests/test_startup.py).
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run failed; also: status found syncing unhealthy
@@ -102,6 +90,8 @@ def _settings(args: argparse.Namespace, names: Sequence[str]) -> Settings:
 
 
 def _write_metrics(settings: Settings, run: RunResult) -> None:
+    from etl.ops.metrics import render_metrics, write_metrics
+
     if settings.metrics_file and not run.dry_run:
         text = render_metrics(run, finished_at=utc_now(), last_success=run.last_success)
         try:
@@ -113,6 +103,10 @@ def _write_metrics(settings: Settings, run: RunResult) -> None:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Run one sync; print a line per image and a total (or one JSON line)."""
+    from etl.ops.progress import Progress
+    from etl.ops.summary import format_image, format_json, format_run
+    from etl.sync.run import run_sync
+
     settings = _settings(args, SYNC_SETTINGS)
     progress = Progress(enabled=None if not args.json and args.verbosity != -1 else False)
 
@@ -145,20 +139,25 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Show the settings and where each came from; try the API and the database."""
+    from etl.ops import check
+
     try:
         settings, sources, found = _load(args, SYNC_SETTINGS)
     except ConfigError as exc:
         if args.json:
             _emit(json.dumps({"ok": False, "error": str(exc)}))
         raise
-    checks = run_checks(settings)
-    shown = shown_settings(settings, sources)
+    checks = check.run_checks(settings)
+    shown = check.shown_settings(settings, sources)
     _emit((check.render_json if args.json else check.render_text)(found, shown, checks))
     return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILED
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Upgrade the database to the newest schema revision."""
+    from etl.store.database import open_engine, translate_errors
+    from etl.store.migrate import current_revision, upgrade
+
     settings = _settings(args, ("database_url",))
     engine = open_engine(settings.database_url)
     try:
@@ -179,6 +178,9 @@ def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show the last runs and per-image state; exit 1 when syncing is unhealthy."""
+    from etl.ops.status import IMAGE_COLUMNS, RUN_COLUMNS, read_status
+    from etl.store.database import connect_synced
+
     try:
         settings = _settings(args, ("database_url",))
         with connect_synced(settings.database_url) as conn:
@@ -211,6 +213,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the audit report as a table, JSON, NDJSON or CSV (or write CSV files)."""
+    from etl.ops.report import build_report
+    from etl.ops.report_formats import (
+        render_csv,
+        render_json,
+        render_ndjson,
+        render_table,
+        write_csv_files,
+    )
+    from etl.store.database import connect_synced
+
     settings = _settings(args, ("database_url",))
     only = report_filter(args)
     with connect_synced(settings.database_url) as conn:

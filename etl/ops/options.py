@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from etl import __version__
 from etl.config import LOG_FORMATS, env_name
 from etl.database_url import DEFAULT_DATABASE_URL
 from etl.errors import ConfigError
-from etl.ops.report import ReportFilter, parse_instant
-from etl.ops.status import parse_age
+
+if TYPE_CHECKING:
+    # Not at run time: the report's filter builds SQL, and --help needs no SQLAlchemy.
+    from etl.ops.report import ReportFilter
 
 EPILOG = (
     "Exit codes: 0 success, 1 failure (status: unhealthy), 2 bad usage or configuration, "
@@ -21,6 +24,7 @@ EPILOG = (
 )
 DEMO_DATABASE_URL = "sqlite:///do_image_actions_demo.db"
 REPORT_FORMATS = ("table", "csv", "json", "ndjson")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _verbosity(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -75,6 +79,32 @@ def _count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def parse_age(text: str) -> timedelta:
+    """Return a duration written as 90, 90s, 30m, 2h or 1d.
+
+    Raises:
+        ConfigError: the text is not such a duration.
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
+    if not match:
+        raise ConfigError(f"{text!r} is not a duration; write it like 90s, 30m, 2h or 1d")
+    return timedelta(seconds=int(match[1]) * UNITS[match[2] or "s"])
+
+
+def parse_instant(text: str) -> datetime:
+    """Return an ISO date or timestamp as an aware UTC datetime; a date is its midnight UTC.
+
+    A timestamp without an offset is taken as UTC.
+
+    Raises:
+        ValueError: the text is neither.
+    """
+    value = datetime.fromisoformat(text.strip())
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def _age(text: str) -> timedelta:
@@ -215,6 +245,8 @@ def report_filter(args: argparse.Namespace) -> ReportFilter:
         raise ConfigError("--output-dir writes CSV files; add --format csv")
     if args.since and args.until and args.since >= args.until:
         raise ConfigError(f"--since {args.since} is not before --until {args.until}; swap them")
+    from etl.ops.report import ReportFilter  # only report runs this: it needs SQLAlchemy anyway
+
     return ReportFilter(
         since=args.since,
         until=args.until,

@@ -25,11 +25,14 @@ class Progress:
 
     def __init__(
         self,
-        stream: TextIO = sys.stderr,
+        stream: TextIO | None = None,
         *,
         enabled: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        # sys.stderr as it is now, not as it was when this module was imported (the CLI
+        # imports it only for a sync, after a test or a caller may have swapped the stream).
+        stream = sys.stderr if stream is None else stream
         self.stream = stream
         self.enabled = stream.isatty() if enabled is None else enabled
         self.images_done = 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Date, cast, func, select
@@ -51,20 +51,6 @@ class ReportFilter:
         if self.statuses:
             wanted.append(column.status.in_(self.statuses))
         return wanted
-
-
-def parse_instant(text: str) -> datetime:
-    """Return an ISO date or timestamp as an aware UTC datetime; a date is its midnight UTC.
-
-    A timestamp without an offset is taken as UTC.
-
-    Raises:
-        ValueError: the text is neither.
-    """
-    value = datetime.fromisoformat(text.strip())
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 def _utc_day(conn: Connection) -> ColumnElement[Any]:

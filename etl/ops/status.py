@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, select
 
-from etl.errors import ConfigError
 from etl.store.ledger import last_success_at
 from etl.store.schema import image_sync_state, sync_runs
 
@@ -29,19 +27,6 @@ RUN_COLUMNS = (
     "error",
 )
 IMAGE_COLUMNS = ("image_id", "last_success_at", "last_meta_total", "gone", "last_error")
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_age(text: str) -> timedelta:
-    """Return a duration written as 90, 90s, 30m, 2h or 1d.
-
-    Raises:
-        ConfigError: the text is not such a duration.
-    """
-    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
-    if not match:
-        raise ConfigError(f"{text!r} is not a duration; write it like 90s, 30m, 2h or 1d")
-    return timedelta(seconds=int(match[1]) * UNITS[match[2] or "s"])
 
 
 @dataclass

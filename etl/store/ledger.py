@@ -162,6 +162,9 @@ def save_image_states(
                 "scan_complete": state.scan_complete,
             }
         )
+    # Imported here: status reads this module, and needs no upsert (nor the dialects it loads).
+    from etl.store.load import execute_upsert
+
     execute_upsert(conn, rows, image_sync_state)
 
 
