@@ -15,7 +15,6 @@ from etl import __version__
 from etl.errors import DatabaseError
 from etl.model import FINAL_STATUSES
 from etl.store.schema import image_actions, image_sync_state, rejected_actions, sync_runs
-from etl.store.upsert import execute_upsert
 
 MAX_ERROR_TEXT = 2000
 
@@ -163,7 +162,7 @@ def save_image_states(
             }
         )
     # Imported here: status reads this module, and needs no upsert (nor the dialects it loads).
-    from etl.store.load import execute_upsert
+    from etl.store.upsert import execute_upsert
 
     execute_upsert(conn, rows, image_sync_state)
 
