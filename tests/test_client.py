@@ -6,6 +6,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
@@ -199,6 +200,19 @@ def test_get_json_sends_bearer_token_and_user_agent(api: FakeApi, client: ApiCli
     assert headers["Authorization"] == f"Bearer {TOKEN}"
     # The version as installed, not as the client module spells it.
     assert headers["User-Agent"] == f"do-image-actions/{version('do-image-actions')}"
+
+
+def test_a_netrc_entry_for_the_api_host_does_not_replace_the_token(
+    api: FakeApi, client: ApiClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password elses\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))  # where requests looks for it
+
+    client.get_json(actions_url(api))
+
+    assert api.served[0].authorized  # still our bearer token, not Basic from the file
 
 
 def test_get_json_with_a_wrong_token_is_an_auth_error(api: FakeApi, sleep: RecordingSleep) -> None:

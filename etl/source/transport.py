@@ -99,9 +99,21 @@ class _NoRedirectSession(requests.Session):
         return None
 
 
+class _HeadersOnly(requests.auth.AuthBase):
+    """The session's auth: the headers as given (the bearer token among them), nothing more.
+
+    With no auth set, requests looks up ~/.netrc on every request, and an entry for the
+    API's host would replace the token with Basic credentials.
+    """
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
+
+
 def new_session(headers: dict[str, str]) -> requests.Session:
     """Return a session whose requests the watchdog can cut, sending ``headers``."""
     session = _NoRedirectSession()
+    session.auth = _HeadersOnly()
     adapter = GuardedAdapter()
     session.mount("http://", adapter)
     session.mount("https://", adapter)

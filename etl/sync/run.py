@@ -16,7 +16,7 @@ from etl.config import Settings
 from etl.errors import ConfigError, EtlError, LockedOutError, TooManyRejectedError
 from etl.source.client import ApiClient
 from etl.source.extract import iter_image_ids
-from etl.store.database import database_error, open_engine, translate_errors
+from etl.store.database import EMBEDDED, database_error, open_engine, translate_errors
 from etl.store.ledger import ImageState, finish_run, last_success_at, save_image_states, start_run
 from etl.store.lock import SyncLock
 from etl.store.migrate import current_revision, ensure_schema, head_revision
@@ -135,7 +135,11 @@ class _Run:
 
         Returns the error to raise once the ledger is written: one that is no EtlError.
         """
-        with ThreadPoolExecutor(self.settings.workers, thread_name_prefix="write") as writer:
+        # SQLite and DuckDB take one writer at a time: one thread writing their pages hands
+        # over at once, where writers queueing on the file's lock wake up only when polled.
+        one_writer = self.engine.dialect.name in EMBEDDED
+        writers = 1 if one_writer else self.settings.workers
+        with ThreadPoolExecutor(writers, thread_name_prefix="write") as writer:
             return self._sync_all(writer)
 
     def _sync_all(self, writer: ThreadPoolExecutor) -> BaseException | None:
