@@ -77,7 +77,7 @@ def fake_api(
     server = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None  # noqa: S101
     assert server.stdin is not None  # noqa: S101
-    url, ids = server.stdout.readline().split()
+    url, ids, _page_kb = server.stdout.readline().split()
     last_words: list[str] = []
     try:
         yield url, ids, last_words
