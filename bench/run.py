@@ -2,6 +2,9 @@
 
 python -m bench.run                       # every scenario, 3 repetitions, medians
 python -m bench.run --scenario 100k --dialects sqlite --reps 1
+
+The floor (bench.floor) is measured in the same run, on the same fake and the same kind of
+fresh database: the cheapest fetch of the same pages, and the cheapest upsert of their rows.
 """
 
 from __future__ import annotations
@@ -67,23 +70,34 @@ def database(dialect: str, folder: Path) -> Iterator[str]:
             admin.dispose()
 
 
+@dataclass
+class Fake:
+    """A fake API running in its own process for the benchmark."""
+
+    url: str
+    ids: str  # the image ids, comma-separated, as DO_IMAGE_ACTIONS_IMAGES takes them
+    page_kb: float  # the median size of a page of 200 actions
+    last_words: list[str]
+
+
 @contextlib.contextmanager
 def fake_api(
-    images: int, actions: int, latency: float = 0.0, limit: int = 0
-) -> Iterator[tuple[str, str, list[str]]]:
-    """Yield the URL and image ids of a fake API in its own process, and its last words."""
+    images: int, actions: int, latency: float = 0.0, limit: int = 0, region_scale: int = 1
+) -> Iterator[Fake]:
+    """Yield a fake API in its own process, pages encoded before it answers; then its last words."""
     command = [sys.executable, "-m", "bench.serve", "--images", str(images), "--actions",
-               str(actions), "--latency", str(latency), "--minute-limit", str(limit)]  # fmt: skip
+               str(actions), "--latency", str(latency), "--minute-limit", str(limit),
+               "--region-scale", str(region_scale)]  # fmt: skip
     server = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None  # noqa: S101
     assert server.stdin is not None  # noqa: S101
-    url, ids = server.stdout.readline().split()
-    last_words: list[str] = []
+    url, ids, page_kb = server.stdout.readline().split()
+    fake = Fake(url, ids, float(page_kb), [])
     try:
-        yield url, ids, last_words
+        yield fake
     finally:
         server.stdin.close()
-        last_words.append(server.stdout.read().strip())
+        fake.last_words.append(server.stdout.read().strip())
         server.wait(timeout=60)
 
 
@@ -100,34 +114,59 @@ def run_measured(command: list[str], env: dict[str, str]) -> tuple[str, float, f
     return out, wall, peak
 
 
-def sync(url: str, ids: str, database_url: str, *, limited: bool = False) -> dict[str, Any]:
+def sync(
+    fake: Fake, database_url: str, *, limited: bool = False, full: bool = False
+) -> dict[str, Any]:
     """Run one `do-image-actions sync` process and return its JSON summary and peak RSS."""
     env = {
         **os.environ,
         "DIGITALOCEAN_ACCESS_TOKEN": TOKEN,
-        "DO_IMAGE_ACTIONS_API_URL": url,
+        "DO_IMAGE_ACTIONS_API_URL": fake.url,
         "DO_IMAGE_ACTIONS_DATABASE_URL": database_url,
-        "DO_IMAGE_ACTIONS_IMAGES": ids,
+        "DO_IMAGE_ACTIONS_IMAGES": fake.ids,
         "DO_IMAGE_ACTIONS_STRATEGY": "per-image",  # the per-image path; see bench.feed
         **({} if limited else UNLIMITED),
     }
-    command = [sys.executable, "-m", "bench.measure", "sync", "--json", "-q"]
+    command = [sys.executable, "-m", "bench.measure", "sync", "--json", "-q",
+               *(["--full"] if full else [])]  # fmt: skip
     out, wall, peak = run_measured(command, env)
     summary = json.loads(out.splitlines()[-2])
     return {**summary, "wall": wall, "peak": peak}
 
 
-def floor(url: str, ids: str, database_url: str) -> dict[str, Any]:
-    """Measure the floor in its own process."""
-    command = [sys.executable, "-m", "bench.floor", "--api-url", url, "--images", ids,
+def floor(fake: Fake, database_url: str) -> dict[str, Any]:
+    """Measure the floor in its own process: fetch and upsert seconds."""
+    command = [sys.executable, "-m", "bench.floor", "--api-url", fake.url, "--images", fake.ids,
                "--database-url", database_url]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
 @dataclass
+class Floor:
+    """The floor's medians: fetch, upsert, and their sum (the median of the sums)."""
+
+    fetch: float
+    upsert: float
+    total: float
+
+    @classmethod
+    def of(cls, measured: list[dict[str, Any]]) -> Floor:
+        """Return the medians of repeated measurements."""
+        return cls(
+            median([m["fetch"] for m in measured]),
+            median([m["upsert"] for m in measured]),
+            median([m["fetch"] + m["upsert"] for m in measured]),
+        )
+
+
+@dataclass
 class Row:
-    """One line of the results table (medians)."""
+    """One line of the results table (medians).
+
+    ``against`` is what ``x floor`` divides by: the whole floor, or its fetch alone for a
+    run that writes nothing.
+    """
 
     scenario: str
     dialect: str
@@ -135,16 +174,28 @@ class Row:
     actions: int
     requests: int
     peak: float
-    floor: float | None
+    floor: Floor | None = None
+    against: str = "total"
     note: str = ""
 
     def cells(self) -> list[str]:
         """Return the row as printed cells."""
-        ratio = f"{self.seconds / self.floor:.2f}" if self.floor else ""
         rate = f"{self.actions / self.seconds:,.0f}" if self.actions else ""
-        floor = f"{self.floor:.2f}" if self.floor else ""
+        floor = fetch = upsert = ratio = ""
+        if self.floor is not None:
+            fetch = f"{self.floor.fetch:.2f}"
+            if self.against == "fetch":
+                ratio = f"{self.seconds / self.floor.fetch:.2f} (fetch)"
+            else:
+                floor = f"{self.floor.total:.2f}"
+                upsert = f"{self.floor.upsert:.2f}"
+                ratio = f"{self.seconds / self.floor.total:.2f}"
         return [self.scenario, self.dialect, f"{self.seconds:.2f}", rate, str(self.requests),
-                f"{self.peak:.0f}", floor, ratio, self.note]  # fmt: skip
+                f"{self.peak:.0f}", floor, fetch, upsert, ratio, self.note]  # fmt: skip
+
+
+COLUMNS = ["scenario", "database", "seconds", "actions/s", "requests", "peak RSS MiB",
+           "floor s", "fetch s", "upsert s", "x floor", "note"]  # fmt: skip
 
 
 def median(values: list[float]) -> float:
@@ -152,31 +203,56 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def scenario_100k(
-    dialects: list[str], reps: int, folder: Path, images: int, actions: int
+def scenario_syncs(
+    dialects: list[str],
+    reps: int,
+    folder: Path,
+    images: int,
+    actions: int,
+    *,
+    region_scale: int = 1,
+    label: str = "",
 ) -> list[Row]:
-    """Full and incremental syncs of images x actions, beside the floor, per dialect."""
+    """Full, incremental and unchanged --full syncs of images x actions, beside the floor.
+
+    Per dialect and repetition: the floor into one fresh database; then into another, a
+    first sync (everything new), an incremental one and a --full one over the same data.
+    """
     rows = []
-    with fake_api(images, actions) as (url, ids, _):
+    label = label or f"{images}x{actions}"
+    with fake_api(images, actions, region_scale=region_scale) as fake:
         for dialect in dialects:
-            full, incremental, floors = [], [], []
+            floors, full, incremental, unchanged = [], [], [], []
             for _ in range(reps):
                 with database(dialect, folder) as floor_db:
-                    measured = floor(url, ids, floor_db)
-                    floors.append(measured["fetch"] + measured["upsert"])
+                    floors.append(floor(fake, floor_db))
                 with database(dialect, folder) as db:
-                    full.append(sync(url, ids, db))
-                    incremental.append(sync(url, ids, db))
-            label = f"{images}x{actions}"
-            base = median(floors)
+                    full.append(sync(fake, db))
+                    incremental.append(sync(fake, db))
+                    unchanged.append(sync(fake, db, full=True))
+            base = Floor.of(floors)
             full_s = median([r["seconds"] for r in full])
-            peak = median([r["peak"] for r in full])
             rows.append(Row(f"{label} full", dialect, full_s, full[0]["inserted"],
-                            full[0]["requests"], peak, base))  # fmt: skip
+                            full[0]["requests"], median([r["peak"] for r in full]), base,
+                            note=f"{fake.page_kb:.0f} KB a page of 200"))  # fmt: skip
             inc_s = median([r["seconds"] for r in incremental])
             rows.append(Row(f"{label} incremental", dialect, inc_s, 0,
                             incremental[0]["requests"], median([r["peak"] for r in incremental]),
-                            None, f"{inc_s / full_s:.1%} of full"))  # fmt: skip
+                            note=f"{inc_s / full_s:.1%} of full"))  # fmt: skip
+            same = unchanged[0]
+            rows.append(
+                Row(
+                    f"{label} --full unchanged",
+                    dialect,
+                    median([r["seconds"] for r in unchanged]),
+                    same["inserted"] + same["updated"] + same["unchanged"],
+                    same["requests"],
+                    median([r["peak"] for r in unchanged]),
+                    base,
+                    against="fetch",
+                    note=f"{same['updated']} updated; target <= 1.3x the fetch floor",
+                )
+            )
     return rows
 
 
@@ -185,42 +261,49 @@ def scenario_ratelimit(reps: int, folder: Path, images: int) -> list[Row]:
     limit, seconds, notes, requests, peaks = 250, [], [], 0, []
     for _ in range(reps):
         with (
-            fake_api(images, 5, latency=0.1, limit=limit) as (url, ids, last_words),
+            fake_api(images, 5, latency=0.1, limit=limit) as fake,
             database("sqlite", folder) as db,
         ):
-            result = sync(url, ids, db, limited=True)
+            result = sync(fake, db, limited=True)
         seconds.append(result["seconds"])
         requests = result["requests"]
         peaks.append(result["peak"])
-        notes.append(last_words[0])
+        notes.append(fake.last_words[0])
     ideal = max(images - limit, 0) / limit * 60 + 0.1
     taken = median(seconds)
     note = f"ideal {ideal:.0f} s, {taken / ideal - 1:+.1%}; fake: {'; '.join(sorted(set(notes)))}"
     return [Row(f"{images} images, 100 ms, {limit}/min", "sqlite", taken, 0, requests,
-                median(peaks), None, note)]  # fmt: skip
+                median(peaks), note=note)]  # fmt: skip
+
+
+SCENARIOS = ["100k", "100k-wide", "1m", "ratelimit", "all"]
 
 
 def main() -> None:
     """Run the chosen scenarios and print the table."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scenario", choices=["100k", "1m", "ratelimit", "all"], default="all")
+    parser.add_argument("--scenario", choices=SCENARIOS, default="all")
     parser.add_argument("--dialects", default="sqlite,postgresql,mariadb")
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
     dialects = args.dialects.split(",")
+    chosen = SCENARIOS[:-1] if args.scenario == "all" else [args.scenario]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="dia-bench-") as tmp:
         folder = Path(tmp)
-        if args.scenario in ("100k", "all"):
-            rows += scenario_100k(dialects, args.reps, folder, 200, 500)
-        if args.scenario in ("1m", "all"):
-            rows += scenario_100k(["sqlite"], args.reps, folder, 2000, 500)
-        if args.scenario in ("ratelimit", "all"):
+        if "100k" in chosen:
+            rows += scenario_syncs(dialects, args.reps, folder, 200, 500)
+        if "100k-wide" in chosen:
+            # Regions listing twice the sizes and features: pages of ~120 KB, not ~89 KB.
+            rows += scenario_syncs(dialects, args.reps, folder, 200, 500, region_scale=2,
+                                   label="200x500 wide")  # fmt: skip
+        if "1m" in chosen:  # peak RSS matters here: target under 100 MiB
+            rows += scenario_syncs(["sqlite"], args.reps, folder, 2000, 500)
+        if "ratelimit" in chosen:
             rows += scenario_ratelimit(args.reps, folder, 1000)
-    columns = ["scenario", "database", "seconds", "actions/s", "requests", "peak RSS MiB",
-               "floor s", "x floor", "note"]  # fmt: skip
-    print(f"medians of {args.reps} runs; seconds are the sync's own clock (no interpreter start)")
-    print(format_table([row.cells() for row in rows], columns))
+    print(f"medians of {args.reps} runs; seconds are the sync's own clock (no interpreter "
+          "start); floor s = fetch s + upsert s, bench.floor's clocks")  # fmt: skip
+    print(format_table([row.cells() for row in rows], COLUMNS))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,23 @@ EPOCH = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
 SIZES = ["s-1vcpu-1gb", "s-1vcpu-2gb", "s-2vcpu-2gb", "s-2vcpu-4gb", "s-4vcpu-8gb"]
 FEATURES = ["private_networking", "backups", "ipv6", "metadata", "install_agent", "storage"]
+# What a wider world (region_scale > 1) appends: more of the slugs a real region lists.
+MORE_SIZES = [
+    "s-1vcpu-1gb-amd", "s-1vcpu-2gb-intel", "s-2vcpu-4gb-amd", "s-4vcpu-8gb-intel",
+    "s-8vcpu-16gb-amd", "c2-2vcpu-4gb-intel", "g-2vcpu-8gb-intel", "gd-2vcpu-8gb-intel",
+    "m-2vcpu-16gb-intel", "m3-2vcpu-16gb-intel", "so-2vcpu-16gb-intel", "c-4-intel",
+    "so1_5-2vcpu-16gb-intel", "g-4vcpu-16gb-intel", "c2-4vcpu-8gb-intel",
+]  # fmt: skip
+MORE_FEATURES = [
+    "management_networking", "server_id", "virtio", "load_balancers", "container_registry",
+    "kubernetes", "partner_interconnect", "volumes", "reserved_ips", "monitoring",
+    "firewalls", "databases", "app_platform", "droplet_autoscale", "functions",
+    "uptime_checks", "snapshots", "custom_images", "vpc_peering", "vpc", "gpu_droplets",
+]  # fmt: skip
+REGION_FEATURES = [*FEATURES, "image_transfer"]
+# Each step of region_scale adds as many slugs as the default lists hold; the lists above
+# last for three steps.
+MAX_REGION_SCALE = 4
 REGIONS = [
     {"name": "New York 3", "slug": "nyc3"},
     {"name": "Amsterdam 3", "slug": "ams3"},
@@ -31,28 +48,37 @@ def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _region(rng: random.Random) -> dict[str, Any]:
+def _region(rng: random.Random, scale: int = 1) -> dict[str, Any]:
     base = rng.choice(REGIONS)
+    sizes = SIZES[: rng.randint(2, len(SIZES))]
+    more = scale - 1  # the default world draws nothing more, so it stays as it was
     return {
         "name": base["name"],
         "slug": base["slug"],
-        "sizes": SIZES[: rng.randint(2, len(SIZES))],
-        "features": [*FEATURES, "image_transfer"],
+        "sizes": [*sizes, *MORE_SIZES[: more * len(sizes)]],
+        "features": [*REGION_FEATURES, *MORE_FEATURES[: more * len(REGION_FEATURES)]],
         "available": rng.random() > 0.1,
     }
 
 
 def make_action(
-    rng: random.Random, action_id: int, image_id: int, started: datetime, *, recent: bool = False
+    rng: random.Random,
+    action_id: int,
+    image_id: int,
+    started: datetime,
+    *,
+    recent: bool = False,
+    region_scale: int = 1,
 ) -> dict[str, Any]:
     """Return one action shaped like the API's, with realistic nulls and statuses.
 
     Only ``recent`` actions can still be in progress; old ones have finished, one way or another.
+    A ``region_scale`` of n lists n times as many region sizes and features.
     """
     kind = rng.choices([t for t, _ in ACTION_TYPES], weights=[w for _, w in ACTION_TYPES])[0]
     weights = [60, 5, 35] if recent else [94, 6, 0]
     status = rng.choices(["completed", "errored", "in-progress"], weights=weights)[0]
-    region = None if kind == "image_destroy" else _region(rng)
+    region = None if kind == "image_destroy" else _region(rng, region_scale)
     done = started + timedelta(seconds=rng.randint(20, 900))
     return {
         "id": action_id,
@@ -112,6 +138,8 @@ class World:
 
     With ``others_per_action``, each new image action comes after that many actions on
     other resources, which only the account feed (``feed``) lists, as on a real account.
+    With ``region_scale`` n, each region lists n times as many sizes and features (heavier
+    pages, for the benchmark); 1 is the world the tests know.
     """
 
     images: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -121,6 +149,7 @@ class World:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     next_action_id: int = FIRST_ACTION_ID
     seed: int = 0
+    region_scale: int = 1
 
     @classmethod
     def generate(
@@ -130,9 +159,16 @@ class World:
         actions_per_image: int = 120,
         seed: int = 42,
         others_per_action: int = 0,
+        region_scale: int = 1,
     ) -> World:
-        """Return a world of ``images`` images with ``actions_per_image`` actions each."""
-        world = cls(seed=seed, others_per_action=others_per_action)
+        """Return a world of ``images`` images with ``actions_per_image`` actions each.
+
+        Raises:
+            ValueError: ``region_scale`` is outside 1..MAX_REGION_SCALE.
+        """
+        if not 1 <= region_scale <= MAX_REGION_SCALE:
+            raise ValueError(f"region_scale must be 1..{MAX_REGION_SCALE}, not {region_scale}")
+        world = cls(seed=seed, others_per_action=others_per_action, region_scale=region_scale)
         for index in range(images):
             image_id = FIRST_IMAGE_ID + index * 1013
             world.images[image_id] = make_image(image_id, index)
@@ -158,6 +194,7 @@ class World:
                     image_id,
                     moment,
                     recent=offset >= count - RECENT_ACTIONS,
+                    region_scale=self.region_scale,
                 )
                 self.next_action_id += 1
                 new.append(action)
