@@ -95,6 +95,26 @@ def _holds_non_finite(value: Any) -> bool:
     return False
 
 
+def storable_json(value: Any, *, max_depth: int | None = None) -> bool:
+    """Return whether ``value`` is plain JSON every database here stores as it is.
+
+    ``max_depth`` bounds the nesting, for MariaDB, whose JSON check refuses deeper values.
+    """
+    try:
+        encode_payload(value)
+    except TransformError:
+        return False
+    return max_depth is None or _depth(value, max_depth) <= max_depth
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Return how deep ``value`` nests (a scalar is 0), counting no further than past ``limit``."""
+    if limit < 0 or not isinstance(value, (dict, list)):
+        return 0
+    items = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(item, limit - 1) for item in items), default=0)
+
+
 def hash_payload(encoded: bytes, image_id: int) -> str:
     """Return the fingerprint of an encoded payload listed under ``image_id``.
 

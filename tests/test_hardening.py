@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from etl.fake import FakeApi
 from etl.ops.cli import main
-from etl.store.schema import image_actions, image_sync_state, sync_runs
+from etl.store.schema import image_actions, image_sync_state, rejected_actions, sync_runs
 from etl.sync.run import run_sync
 from tests.support.doubles import TOKEN, RecordingSleep
 from tests.support.faults import Fault
@@ -360,3 +360,51 @@ def test_an_oldest_first_listing_never_skips_a_known_first_page(
 
     assert run.outcome == "succeeded"
     assert new["id"] in rows_of(engine, image)
+
+
+DEEP = b"[" * 1000 + b"1" + b"]" * 1000  # orjson reads it; no JSON column holds it
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        pytest.param(DEEP, id="nested-1000-deep"),
+        pytest.param(b"NaN", id="nan"),
+        pytest.param(b'"\\ud800"', id="lone-surrogate"),
+        pytest.param(b'"a\\u0000b"', id="nul"),
+    ],
+)
+def test_an_action_no_column_can_hold_becomes_a_dead_letter_not_a_failed_run(
+    api: FakeApi, engine: Engine, database_url: str, field: bytes
+) -> None:
+    image = first_image(api)
+    body = b'{"actions": [{"id": 5, "status": "completed", "x": %b}], "meta": {"total": 1}}'
+    api.faults.append(Fault("raw", 200, body=body % field, path=f"/v2/images/{image}/actions"))
+
+    run = sync(api, database_url)
+
+    assert run.outcome == "partial"  # as for any dead letter; never "failed"
+    [dead] = read_rows(engine, rejected_actions)
+    assert (dead["image_id"], dead["action_id"], dead["payload"]) == (image, 5, None)
+    assert dead["reason"].endswith("(its payload is not stored: no JSON column holds it)")
+    others = [row for row in read_rows(engine) if row["image_id"] != image]
+    assert len(others) == sum(len(api.world.actions[i]) for i in api.world.actions if i != image)
+
+
+def test_a_dead_letter_nested_past_mariadbs_limit_keeps_its_payload_elsewhere(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    image = first_image(api)
+    deep = b"[" * 40 + b"1" + b"]" * 40
+    body = b'{"actions": [{"id": 5, "started_at": "soon", "x": %b}], "meta": {"total": 1}}'
+    api.faults.append(Fault("raw", 200, body=body % deep, path=f"/v2/images/{image}/actions"))
+
+    run = sync(api, database_url)
+
+    assert run.outcome == "partial"
+    [dead] = read_rows(engine, rejected_actions)
+    assert "started_at 'soon' is not an ISO 8601 timestamp" in dead["reason"]
+    if engine.dialect.name in ("mysql", "mariadb"):  # its JSON check stops at 32 levels
+        assert dead["payload"] is None
+    else:
+        assert dead["payload"] == json.loads(body % deep)["actions"][0]

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from etl import __version__
 from etl.errors import LockedOutError
 from etl.fake import FakeApi, World
+from etl.store.database import open_engine
 from etl.store.lock import SyncLock
 from etl.store.migrate import head_revision
 from etl.store.schema import image_sync_state, sync_runs
@@ -194,6 +195,7 @@ def test_ledger_records_a_locked_out_run(api: FakeApi, engine: Engine, database_
 HOLD_LOCK = """
 import sys, time
 from etl.store.database import open_engine
+from etl.store.database import open_engine
 from etl.store.lock import SyncLock
 lock = SyncLock(open_engine(sys.argv[1]))
 lock.acquire_server_lock()
@@ -331,3 +333,27 @@ def test_max_rejected_turns_a_flood_of_bad_rows_into_a_failure(
     assert row["outcome"] == "failed"
     assert row["rows_rejected"] == 30  # the page that crossed the limit was stored first
     assert row["pages"] >= 2  # other workers' images may have committed pages meanwhile
+
+
+def test_a_run_stopped_mid_scan_counts_each_written_page_once(tmp_path: Any) -> None:
+    """The page that crosses max_rejected is written and counted once, not again on the way out."""
+    database_url = f"sqlite:///{tmp_path / 'stop.db'}"
+    world = World.generate(images=1, actions_per_image=60, seed=3)
+    [image_id] = world.actions
+    newest_first = world.actions[image_id][::-1]
+    for action in newest_first[20:25]:  # page 2 of 3
+        action["started_at"] = "not a time"
+    with FakeApi(world, token=TOKEN) as api:
+        result = sync(api, database_url, per_page=20, workers=1, max_rejected=3)
+
+    engine = open_engine(database_url)
+    try:
+        [row] = ledger(engine)
+        with engine.connect() as conn:
+            stored = conn.exec_driver_sql("SELECT count(*) FROM image_actions").scalar()
+            dead = conn.exec_driver_sql("SELECT count(*) FROM rejected_actions").scalar()
+    finally:
+        engine.dispose()
+    assert result.outcome == "failed"
+    assert (stored, dead) == (35, 5)
+    assert (row["pages"], row["rows_inserted"], row["rows_rejected"]) == (2, 35, 5)

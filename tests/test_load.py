@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, delete, text, update
+from sqlalchemy import Engine, delete, func, select, text, update
 
 from etl.source.transform import flatten_action
 from etl.store.bulk import bulk_writer
@@ -173,7 +173,7 @@ def test_the_bulk_write_stores_what_sqlalchemys_statement_stores(engine: Engine)
     stamped = [as_stored(row, T1) for row in rows]
     with engine.begin() as conn:
         execute_upsert(conn, stamped, image_actions)  # SQLAlchemy's statement and binds
-    through_sqlalchemy = raw_table(engine)
+    through_sqlalchemy, sql_nulls_before = raw_table(engine), sql_nulls(engine)
     with engine.begin() as conn:
         conn.execute(delete(image_actions))
         write_rows(conn, rows, now=T1)  # the driver's bulk path
@@ -181,6 +181,16 @@ def test_the_bulk_write_stores_what_sqlalchemys_statement_stores(engine: Engine)
     assert bulk_writer_in_use(engine)
     assert raw_table(engine) == through_sqlalchemy
     assert read_rows(engine) == stamped
+    assert sql_nulls(engine) == sql_nulls_before  # a missing list is JSON null, not SQL NULL
+
+
+def sql_nulls(engine: Engine) -> list[int]:
+    """How many rows hold SQL NULL (not JSON null) in each JSON column."""
+    with engine.connect() as conn:
+        return [
+            conn.execute(select(func.count()).where(column.is_(None))).scalar_one()
+            for column in (image_actions.c.region_features, image_actions.c.region_sizes)
+        ]
 
 
 def bulk_writer_in_use(engine: Engine) -> bool:

@@ -54,8 +54,9 @@ def _zoned_stamp(value: datetime | None) -> str | None:
     return value.isoformat(" ", "microseconds")
 
 
-def _json_list(value: list[str] | None) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
+def _json_list(value: list[str] | None) -> str:
+    """Return a region list as JSON text; no list is JSON null, as SQLAlchemy's JSON writes it."""
+    return "null" if value is None else orjson.dumps(value).decode()
 
 
 def _values(

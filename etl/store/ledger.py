@@ -13,10 +13,11 @@ from sqlalchemy import Connection, Engine, func, insert, or_, select, update
 
 from etl import __version__
 from etl.errors import DatabaseError
-from etl.model import FINAL_STATUSES
+from etl.model import FINAL_STATUSES, storable_json
 from etl.store.schema import image_actions, image_sync_state, rejected_actions, sync_runs
 
 MAX_ERROR_TEXT = 2000
+MYSQL_JSON_DEPTH = 32  # MariaDB's JSON_VALID refuses deeper nesting
 
 COUNTERS = (
     "images_synced",
@@ -219,22 +220,31 @@ def mark_missing(conn: Connection, image_id: int, listed: set[int], *, now: date
 def save_rejected(
     conn: Connection, rejected: Sequence[Rejected], *, run_id: int, image_id: int, now: datetime
 ) -> None:
-    """Store dead letters with their raw payload and reason."""
-    if rejected:
-        conn.execute(
-            insert(rejected_actions),
-            [
-                {
-                    "run_id": run_id,
-                    "image_id": image_id,
-                    "action_id": item.action_id,
-                    "reason": item.reason[:MAX_ERROR_TEXT],
-                    "payload": item.payload,
-                    "rejected_at": now,
-                }
-                for item in rejected
-            ],
+    """Store dead letters with their raw payload and reason.
+
+    A payload the database cannot hold as JSON (NaN, a lone surrogate, a NUL character,
+    nesting too deep for the parser or for MariaDB's JSON check) is left out, and the
+    reason says so: a dead letter never fails the run it explains.
+    """
+    if not rejected:
+        return
+    nesting = MYSQL_JSON_DEPTH if conn.dialect.name in ("mysql", "mariadb") else None
+    rows = []
+    for item in rejected:
+        payload, reason = item.payload, item.reason
+        if not storable_json(payload, max_depth=nesting):
+            payload, reason = None, f"{reason} (its payload is not stored: no JSON column holds it)"
+        rows.append(
+            {
+                "run_id": run_id,
+                "image_id": image_id,
+                "action_id": item.action_id,
+                "reason": reason[:MAX_ERROR_TEXT],
+                "payload": payload,
+                "rejected_at": now,
+            }
         )
+    conn.execute(insert(rejected_actions), rows)
 
 
 def stored_count(conn: Connection, image_id: int) -> int:

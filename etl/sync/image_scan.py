@@ -226,7 +226,8 @@ class ImageScan:
                     result.first_page_digest = page.digest
                 rows, rejected = self._split(page)
                 if pending is not None:
-                    self._account(*pending[:3], pending[3].result(), state)
+                    written, pending = pending, None  # accounted once, even if that raises
+                    self._account(*written[:3], written[3].result(), state)
                 write = writer.submit(self._store, rows, rejected, page=page.number)
                 pending = (page, rows, rejected, write)
         finally:
