@@ -74,7 +74,8 @@ ACTIONS = st.fixed_dictionaries(
 
 
 def check_split(raw: Any) -> tuple[list, list]:
-    rows, rejected = split_page([raw], 7, 1)
+    split = split_page([raw], 7, 1)
+    rows, rejected = split.rows, split.rejected
     assert len(rows) + len(rejected) == 1
     for row in rows:
         assert isinstance(row["id"], int)

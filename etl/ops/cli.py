@@ -277,7 +277,7 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code."""
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbosity or 0, [os.environ.get(TOKEN_ENV, "")])
+    setup_logging(args.verbosity or 0, [os.environ.get(TOKEN_ENV, "")], args.log_format or "text")
     code = _run(args)
     _emit("", end="")  # flush now: a reader gone by the exit-time flush would print a traceback
     return code

@@ -72,3 +72,5 @@ def setup_logging(verbosity: int, secrets: Sequence[str] = (), log_format: str =
     logging.getLogger("etl").setLevel(level)
     # SQLAlchemy at debug logs every statement with its parameters: our users' data.
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
+    # Alembic registers its plugins when first imported, which now happens mid-command.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, select
 
@@ -47,6 +48,17 @@ def write_rows(conn: Connection, rows: Sequence[ActionRow], *, now: datetime) ->
     )
 
 
+def read_stored(conn: Connection, ids: Iterable[int]) -> dict[int, Any]:
+    """Return the stored id, fingerprint, image and missing mark of the actions ``ids``."""
+    query = select(
+        image_actions.c.id,
+        image_actions.c.content_hash,
+        image_actions.c.image_id,
+        image_actions.c.missing_since,
+    ).where(image_actions.c.id.in_(list(ids)))
+    return {found.id: found for found in conn.execute(query)}
+
+
 def upsert_actions(
     conn: Connection,
     rows: Sequence[ActionRow],
@@ -54,6 +66,7 @@ def upsert_actions(
     now: datetime,
     write: bool = True,
     elsewhere_ids: set[int] | None = None,
+    stored: Mapping[int, Any] | None = None,
 ) -> UpsertCounts:
     """Insert new actions and rewrite changed ones; leave unchanged rows untouched.
 
@@ -63,18 +76,14 @@ def upsert_actions(
     listed under another image than the one it is stored under keeps its stored image:
     the first image that listed it owns it, so ``image_id`` never flips between runs
     (counted in ``elsewhere``, their ids added to ``elsewhere_ids``). With ``write=False``
-    (a dry run) only the counts are computed.
+    (a dry run) only the counts are computed. ``stored`` is what read_stored returned
+    for these ids in the same transaction, when the caller read it already.
     """
     latest = {row["id"]: row for row in rows}
     if not latest:
         return UpsertCounts()
-    query = select(
-        image_actions.c.id,
-        image_actions.c.content_hash,
-        image_actions.c.image_id,
-        image_actions.c.missing_since,
-    ).where(image_actions.c.id.in_(latest))
-    stored = {found.id: found for found in conn.execute(query)}
+    if stored is None:
+        stored = read_stored(conn, latest)
     writes: list[ActionRow] = []
     inserted = elsewhere = 0
     for action_id, row in latest.items():

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import Any
 
 from etl.errors import ApiError, NotFoundError, RunInterrupted
-from etl.model import KNOWN_STATUSES, ActionRow
+from etl.model import KNOWN_STATUSES
 from etl.source.extract import Page, get_image_action, iter_image_action_pages
 from etl.store.ledger import (
     KnownState,
-    Rejected,
     known_state,
     mark_missing,
     mark_scan_started,
@@ -20,10 +20,10 @@ from etl.store.ledger import (
     stored_count,
     unfinished_ids,
 )
-from etl.store.load import UpsertCounts, upsert_actions
+from etl.store.load import UpsertCounts, read_stored, upsert_actions
 from etl.sync.context import RunContext, ScanOrder
 from etl.sync.coordinator import LATCHED
-from etl.sync.pages import split_page
+from etl.sync.pages import Split, page_ids, split_page
 from etl.sync.results import ImageResult
 from etl.sync.scan import ScanState
 
@@ -206,10 +206,7 @@ class ImageScan:
 
     def _take_page(self, page: Page, state: ScanState) -> bool:
         """Store one page, feed it to the scan's state; return whether the scan may stop."""
-        rows, rejected = self._split(page)
-        return self._account(
-            page, rows, rejected, self._store(rows, rejected, page=page.number), state
-        )
+        return self._account(page, *self._store(page.items, page=page.number), state)
 
     def _take_pages_overlapped(self, pages: Iterator[Page], state: ScanState) -> None:
         """Store every page, each written on the run's writers while the next one is fetched.
@@ -219,45 +216,33 @@ class ImageScan:
         """
         writer = self.ctx.writer
         assert writer is not None  # noqa: S101  (the caller checked)
-        result, pending = self.result, None
+        result = self.result
+        pending: tuple[Page, Future[tuple[Split, UpsertCounts]]] | None = None
         try:
             for page in pages:  # fetching this page overlaps writing the one before
                 if page.number == 1:
                     result.first_page_digest = page.digest
-                rows, rejected = self._split(page)
                 if pending is not None:
-                    written, pending = pending, None  # accounted once, even if that raises
-                    self._account(*written[:3], written[3].result(), state)
-                write = writer.submit(self._store, rows, rejected, page=page.number)
-                pending = (page, rows, rejected, write)
+                    (written, write), pending = pending, None  # accounted once, even if it raises
+                    self._account(written, *write.result(), state)
+                pending = (page, writer.submit(self._store, page.items, page=page.number))
         finally:
             if pending is not None:
-                self._account(*pending[:3], pending[3].result(), state)
+                self._account(pending[0], *pending[1].result(), state)
 
-    def _split(self, page: Page) -> tuple[list[ActionRow], list[Rejected]]:
-        rows, rejected = split_page(page.items, self.result.image_id, page.number)
-        self._count_unknown(rows)
-        return rows, rejected
-
-    def _account(
-        self,
-        page: Page,
-        rows: list[ActionRow],
-        rejected: list[Rejected],
-        counts: UpsertCounts,
-        state: ScanState,
-    ) -> bool:
+    def _account(self, page: Page, split: Split, counts: UpsertCounts, state: ScanState) -> bool:
         """Feed a stored page to the scan's state and the run; return whether it may stop."""
         result = self.result
+        self._count_unknown(split.statuses)
         stop = state.add_page(
-            [row["id"] for row in rows],
-            [r.action_id for r in rejected],
+            split.ids,
+            [r.action_id for r in split.rejected],
             inserted=counts.inserted,
             known=counts.updated + counts.unchanged,
             total=page.total,
         )
         result.counts += counts
-        result.rejected += len(rejected)
+        result.rejected += len(split.rejected)
         result.pages += 1
         result.total = page.total
         self.ctx.page_done(result)
@@ -280,11 +265,11 @@ class ImageScan:
         result.stopped_early = True
         self.ctx.page_done(result)
 
-    def _count_unknown(self, rows: list[ActionRow]) -> None:
+    def _count_unknown(self, statuses: list[Any]) -> None:
         result = self.result
-        odd = sorted({str(row["status"]) for row in rows if row["status"] not in KNOWN_STATUSES})
+        odd = sorted({str(status) for status in statuses if status not in KNOWN_STATUSES})
         if odd:
-            unknown = sum(1 for row in rows if row["status"] not in KNOWN_STATUSES)
+            unknown = sum(1 for status in statuses if status not in KNOWN_STATUSES)
             result.unknown_statuses += unknown
             logger.warning(
                 "image %d: %d actions with a status the API does not document (%s); kept, "
@@ -309,16 +294,33 @@ class ImageScan:
                 extra=self._fields(),
             )
 
-    def _store(
-        self, rows: list[ActionRow], rejected: list[Rejected], *, page: int | None = None
-    ) -> UpsertCounts:
+    def _store(self, items: list[Any], *, page: int) -> tuple[Split, UpsertCounts]:
+        """Store a page's actions in one transaction (a crash keeps the pages before).
+
+        The stored fingerprints are read first: an action stored unchanged under this image
+        is not even transformed.
+        """
         ctx, image_id = self.ctx, self.result.image_id
         now = ctx.now()
-        # One transaction per page: a crash keeps the pages before.
         with ctx.engine.begin() as conn:
+            stored = read_stored(conn, page_ids(items))
+            # The fingerprint covers the image too: one stored under another never matches.
+            known = {
+                action_id: found.content_hash
+                for action_id, found in stored.items()
+                if found.missing_since is None  # listed again: rewritten to clear the mark
+            }
+            split = split_page(items, image_id, page, known)
             counts = upsert_actions(
-                conn, rows, now=now, write=ctx.write, elsewhere_ids=ctx.listed_elsewhere
+                conn,
+                split.rows,
+                now=now,
+                write=ctx.write,
+                elsewhere_ids=ctx.listed_elsewhere,
+                stored=stored,
             )
+            counts += UpsertCounts(unchanged=split.unchanged)
+            rejected = split.rejected
             wrote = counts.inserted + counts.updated + len(rejected)
             if ctx.write and wrote and not self._changing:
                 # Until this scan ends, the stored actions are not a complete scan.
@@ -329,12 +331,12 @@ class ImageScan:
         logger.debug(
             "image %d: %d actions, %d rejected, %s",
             image_id,
-            len(rows),
+            len(split.ids),
             len(rejected),
             counts,
             extra=self._fields(page=page),
         )
-        return counts
+        return split, counts
 
     def _refresh_unfinished(self, running: list[int], seen: set[int]) -> int:
         """Fetch, one by one, the actions stored unfinished that the pages did not reach.
@@ -358,8 +360,9 @@ class ImageScan:
                     extra=self._fields(),
                 )
         if fetched:  # one transaction for all of them
-            rows, rejected = split_page(fetched, result.image_id, 0)
-            result.counts += self._store(rows, rejected)
-            result.rejected += len(rejected)
+            split, counts = self._store(fetched, page=0)
+            self._count_unknown(split.statuses)
+            result.counts += counts
+            result.rejected += len(split.rejected)
             result.refreshed += len(fetched)
         return gone

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from etl.errors import TransformError
-from etl.model import ActionRow
+from etl.model import ActionRow, encode_payload, hash_payload
 from etl.source.transform import flatten_action
 from etl.store.ledger import Rejected
+
+
+@dataclass
+class Split:
+    """A page split into rows to store, rows known unchanged, and dead letters."""
+
+    rows: list[ActionRow] = field(default_factory=list)  # new or changed: to compare and write
+    ids: list[int] = field(default_factory=list)  # every valid action's id, in page order
+    statuses: list[Any] = field(default_factory=list)  # every valid action's status
+    unchanged: int = 0  # actions whose fingerprint matched the stored one: not transformed
+    rejected: list[Rejected] = field(default_factory=list)
 
 
 def _usable_id(value: Any) -> int | None:
@@ -18,21 +31,52 @@ def _usable_id(value: Any) -> int | None:
     return None
 
 
+def page_ids(items: Sequence[Any]) -> list[int]:
+    """Return the usable ids of a page's actions."""
+    ids = (_usable_id(raw.get("id")) for raw in items if isinstance(raw, dict))
+    return [action_id for action_id in ids if action_id is not None]
+
+
 def split_page(
-    items: Sequence[Any], image_id: int, page: int
-) -> tuple[list[ActionRow], list[Rejected]]:
-    """Transform a page's actions; those that cannot become rows are returned as rejected."""
-    rows: list[ActionRow] = []
-    rejected: list[Rejected] = []
+    items: Sequence[Any], image_id: int, page: int, known: Mapping[int, str] | None = None
+) -> Split:
+    """Transform a page's actions; those that cannot become rows are returned as rejected.
+
+    An action listed once on the page whose fingerprint equals ``known[id]`` (stored
+    under this image, not marked missing) is counted unchanged without being transformed:
+    it was checked when it was stored, and nothing of it has changed since.
+    """
+    split = Split()
+    twice: set[int] = set()
+    if known:
+        ids = page_ids(items)
+        if len(set(ids)) < len(ids):
+            twice = {i for i, n in Counter(ids).items() if n > 1}
     for position, raw in enumerate(items):
+        action_id = raw.get("id") if known and type(raw) is dict else None
+        stored = known.get(action_id) if known and type(action_id) is int else None
+        if stored is not None and action_id not in twice:
+            try:
+                same = hash_payload(encode_payload(raw), image_id) == stored
+            except TransformError:
+                same = False  # transformed below, which says why
+            if same:  # a stored id: a whole number in 1..2^63-1
+                split.ids.append(raw["id"])
+                split.statuses.append(raw.get("status"))
+                split.unchanged += 1
+                continue
         try:
-            rows.append(flatten_action(raw, image_id=image_id))
+            row = flatten_action(raw, image_id=image_id)
         except TransformError as exc:
-            rejected.append(
+            split.rejected.append(
                 Rejected(
                     action_id=_usable_id(raw.get("id") if isinstance(raw, dict) else None),
                     reason=f"page {page} action {position + 1}: {exc}",
                     payload=raw,
                 )
             )
-    return rows, rejected
+            continue
+        split.rows.append(row)
+        split.ids.append(row["id"])
+        split.statuses.append(row["status"])
+    return split
