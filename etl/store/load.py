@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import BigInteger, Connection, any_, bindparam, select
+from sqlalchemy.dialects import postgresql
 
 from etl.model import ActionRow, hash_payload
 from etl.store.bulk import bulk_writer
@@ -55,7 +56,12 @@ def read_stored(conn: Connection, ids: Iterable[int]) -> dict[int, Any]:
         image_actions.c.content_hash,
         image_actions.c.image_id,
         image_actions.c.missing_since,
-    ).where(image_actions.c.id.in_(list(ids)))
+    )
+    if conn.dialect.name == "postgresql":  # one array parameter: one statement, prepared once
+        ids_param = bindparam("ids", list(ids), type_=postgresql.ARRAY(BigInteger))
+        query = query.where(image_actions.c.id == any_(ids_param))
+    else:
+        query = query.where(image_actions.c.id.in_(list(ids)))
     return {found.id: found for found in conn.execute(query)}
 
 
