@@ -46,7 +46,7 @@ class ActionRow(TypedDict):
     content_hash: str
 
 
-def encode_payload(raw: Any) -> bytes:
+def encode_payload(raw: Any, *, max_depth: int | None = None) -> bytes:
     """Return what the API said about an action as canonical JSON: sorted keys, compact, UTF-8.
 
     These bytes are stored as the action's payload and hashed as its fingerprint, so a
@@ -54,9 +54,12 @@ def encode_payload(raw: Any) -> bytes:
     bits, lone surrogates, deep nesting) or where it would write null for a non-finite
     number, the standard library decides, which writes the same bytes or refuses.
 
+    ``max_depth`` bounds the nesting, for a database whose JSON columns refuse deeper values.
+
     Raises:
         TransformError: the payload holds what no database here can store exactly: a NUL
-            character, a lone surrogate, a non-finite number, or absurd nesting.
+            character, a lone surrogate, a non-finite number, or absurd nesting; or it
+            nests deeper than ``max_depth``.
     """
     try:
         encoded = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
@@ -67,6 +70,13 @@ def encode_payload(raw: Any) -> bytes:
             _encode_with_json(raw)  # raises, with the reason
     if b"\\u0000" in encoded and NUL_ESCAPE.search(encoded):
         raise TransformError("the action holds a NUL character, which PostgreSQL cannot store")
+    brackets = encoded.count(b"[") + encoded.count(b"{") if max_depth is not None else 0
+    if max_depth is not None and brackets > max_depth and _depth(raw, max_depth) > max_depth:
+        # (brackets inside strings count too: _depth decides)
+        raise TransformError(
+            f"the action nests deeper than {max_depth} levels, which this database's "
+            "JSON columns refuse"
+        )
     return encoded
 
 
@@ -96,15 +106,12 @@ def _holds_non_finite(value: Any) -> bool:
 
 
 def storable_json(value: Any, *, max_depth: int | None = None) -> bool:
-    """Return whether ``value`` is plain JSON every database here stores as it is.
-
-    ``max_depth`` bounds the nesting, for MariaDB, whose JSON check refuses deeper values.
-    """
+    """Return whether ``value`` is plain JSON the database stores as it is (see encode_payload)."""
     try:
-        encode_payload(value)
+        encode_payload(value, max_depth=max_depth)
     except TransformError:
         return False
-    return max_depth is None or _depth(value, max_depth) <= max_depth
+    return True
 
 
 def _depth(value: Any, limit: int) -> int:
@@ -119,7 +126,8 @@ def hash_payload(encoded: bytes, image_id: int) -> str:
     """Return the fingerprint of an encoded payload listed under ``image_id``.
 
     It hashes the JSON text of ``[image_id, payload]``, as earlier versions did, so rows
-    stored by them keep their fingerprints.
+    stored by them keep their fingerprints (but for floats the two spell differently,
+    such as 1e-07 against 1e-7, rewritten once).
     """
     digest = hashlib.blake2b(b"[%d," % image_id, digest_size=16)
     digest.update(encoded)

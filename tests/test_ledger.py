@@ -195,7 +195,6 @@ def test_ledger_records_a_locked_out_run(api: FakeApi, engine: Engine, database_
 HOLD_LOCK = """
 import sys, time
 from etl.store.database import open_engine
-from etl.store.database import open_engine
 from etl.store.lock import SyncLock
 lock = SyncLock(open_engine(sys.argv[1]))
 lock.acquire_server_lock()

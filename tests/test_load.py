@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import Engine, delete, func, select, text, update
+from sqlalchemy.exc import DBAPIError, StatementError
 
 from etl.source.transform import flatten_action
 from etl.store.bulk import bulk_writer
@@ -194,8 +196,9 @@ def sql_nulls(engine: Engine) -> list[int]:
 
 
 def bulk_writer_in_use(engine: Engine) -> bool:
+    """Whether the dialect's writes take the driver's path (DuckDB's take SQLAlchemy's)."""
     with engine.connect() as conn:
-        return bulk_writer(conn) is not None or engine.dialect.name == "duckdb"
+        return (bulk_writer(conn) is not None) == (engine.dialect.name != "duckdb")
 
 
 def test_the_bulk_write_leaves_a_row_with_the_same_fingerprint_untouched(engine: Engine) -> None:
@@ -245,3 +248,21 @@ def test_bulk_writes_in_one_transaction_and_after_a_rollback(engine: Engine) -> 
         (7, "errored", T1),
         (8, "completed", T1),
     ]
+
+
+def test_a_driver_error_in_the_bulk_write_is_sqlalchemys_error(engine: Engine) -> None:
+    """The run turns SQLAlchemy's errors into one sentence; COPY's must arrive as one too."""
+    row = {**flatten_action(action(9), image_id=7), "content_hash": None}  # NOT NULL
+
+    with pytest.raises(DBAPIError), engine.begin() as conn:
+        write_rows(conn, [row], now=T0)  # type: ignore[list-item]
+
+    assert read_rows(engine) == []
+
+
+def test_the_bulk_write_refuses_a_naive_time_rather_than_guess_its_zone(engine: Engine) -> None:
+    naive = datetime(2026, 11, 1, 12)  # noqa: DTZ001  (the point of the test)
+    row = {**flatten_action(action(10), image_id=7), "started_at": naive}
+
+    with pytest.raises((ValueError, StatementError), match="naive"), engine.begin() as conn:
+        write_rows(conn, [row], now=T0)  # type: ignore[list-item]

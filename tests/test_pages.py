@@ -48,3 +48,17 @@ def test_a_known_id_whose_action_is_now_invalid_is_a_dead_letter() -> None:
     assert split.rows == []
     assert [r.action_id for r in split.rejected] == [1, None, None]
     assert "not an ISO 8601 timestamp" in split.rejected[0].reason
+
+
+def test_max_depth_turns_deep_nesting_into_a_dead_letter() -> None:
+    deep: object = 1
+    for _ in range(33):
+        deep = [deep]
+    raw = {"id": 4, "x": deep}
+
+    bounded = split_page([raw], 7, 1, max_depth=32)
+    unbounded = split_page([raw], 7, 1)
+
+    assert "nests deeper than 32 levels" in bounded.rejected[0].reason
+    assert [row["id"] for row in unbounded.rows] == [4]
+    assert split_page([{"id": 4, "x": "[" * 40}], 7, 1, max_depth=32).rows  # brackets in text

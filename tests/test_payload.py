@@ -45,9 +45,9 @@ def holds_float(value: Any) -> bool:
 
 
 @settings(max_examples=400, deadline=None)
-@given(value=JSON)
-def test_parse_json_reads_what_the_standard_library_reads(value: Any) -> None:
-    text = json.dumps(value).encode()
+@given(value=JSON, escaped=st.booleans())
+def test_parse_json_reads_what_the_standard_library_reads(value: Any, escaped: bool) -> None:
+    text = json.dumps(value, ensure_ascii=escaped).encode()  # \u escapes or raw UTF-8
 
     parsed = parse_json(text)
 

@@ -39,7 +39,16 @@ NOT_FOR_HELP = (
     "etl.sync",
 )
 # What reading the database does without: the API side, the run machinery, migrations, upserts.
-NOT_FOR_READERS = ("requests", "tenacity", "etl.source", "etl.sync", "alembic", "etl.store.load")
+NOT_FOR_READERS = (
+    "requests",
+    "tenacity",
+    "etl.source",
+    "etl.sync",
+    "alembic",
+    "etl.store.load",
+    "etl.store.upsert",
+    "etl.store.bulk",
+)
 
 
 def probe(*args: str) -> dict[str, Any]:

@@ -61,8 +61,13 @@ def _strings(value: Any, field: str) -> list[str] | None:
     return value
 
 
-def flatten_action(raw: Any, *, image_id: int) -> ActionRow:
+def flatten_action(
+    raw: Any, *, image_id: int, max_depth: int | None = None, encoded: bytes | None = None
+) -> ActionRow:
     """Return the image_actions row for one API action, lifting region fields into columns.
+
+    ``max_depth`` bounds the payload's nesting (see encode_payload); ``encoded`` is the
+    payload already encoded with it, when the caller has it.
 
     Raises:
         TransformError: the action has no usable id or a field of the wrong type or form.
@@ -93,6 +98,7 @@ def flatten_action(raw: Any, *, image_id: int) -> ActionRow:
         "region_features": _strings(region.get("features"), "region.features"),
         "region_sizes": _strings(region.get("sizes"), "region.sizes"),
         "payload": raw,
-        "payload_json": (encoded := encode_payload(raw)).decode(),  # after the fields' checks
+        # After the fields' checks, so their reasons come first.
+        "payload_json": (encoded := encoded or encode_payload(raw, max_depth=max_depth)).decode(),
         "content_hash": hash_payload(encoded, image_id),
     }

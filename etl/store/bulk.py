@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Column, Connection, Dialect, MetaData, Table, delete, select
+from sqlalchemy.exc import DBAPIError
 
 from etl.errors import DatabaseError
 from etl.model import ActionRow
@@ -36,22 +37,23 @@ LISTS = ("region_features", "region_sizes")  # JSON columns besides the payload
 INCOMING = "image_actions_incoming"  # PostgreSQL's per-session staging table
 
 
+def _utc(value: datetime) -> datetime:
+    """Return ``value`` in UTC; a naive one is refused, as UtcDateTime refuses it."""
+    if value.tzinfo is UTC:  # transform's are
+        return value
+    if value.tzinfo is None:
+        raise ValueError("a naive datetime has no zone to store it in; attach one")
+    return value.astimezone(UTC)
+
+
 def _naive_stamp(value: datetime | None) -> str | None:
     """Return UTC as SQLAlchemy stores it on SQLite and MySQL: 'YYYY-MM-DD HH:MM:SS.ffffff'."""
-    if value is None:
-        return None
-    if value.tzinfo is not UTC:  # transform's are UTC already
-        value = value.astimezone(UTC)
-    return value.isoformat(" ", "microseconds")[:26]  # without its "+00:00"
+    return None if value is None else _utc(value).isoformat(" ", "microseconds")[:26]
 
 
 def _zoned_stamp(value: datetime | None) -> str | None:
     """Return an instant as PostgreSQL's text input reads it, zone included."""
-    if value is None:
-        return None
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.isoformat(" ", "microseconds")
+    return None if value is None else _utc(value).isoformat(" ", "microseconds")
 
 
 def _json_list(value: list[str] | None) -> str:
@@ -150,9 +152,16 @@ def _write_postgresql(conn: Connection, rows: Sequence[ActionRow], now: datetime
     values = _values(rows, now, _zoned_stamp)
     driver = conn.connection.driver_connection
     assert driver is not None  # noqa: S101  (an open connection has its driver's)
-    with driver.cursor() as cursor:
-        cursor.execute(create)  # once a session in effect; a rollback may have undone it
-        with cursor.copy(copy) as stream:
-            for value in values:
-                stream.write_row(value)
-        cursor.execute(upsert)
+    dbapi = conn.dialect.loaded_dbapi
+    statement = create
+    try:
+        with driver.cursor() as cursor:
+            cursor.execute(create)  # once a session in effect; a rollback may have undone it
+            statement = copy
+            with cursor.copy(copy) as stream:
+                for value in values:
+                    stream.write_row(value)
+            statement = upsert
+            cursor.execute(upsert)
+    except dbapi.Error as exc:  # as SQLAlchemy wraps its own: the run's one-sentence error
+        raise DBAPIError.instance(statement, None, exc, dbapi.Error) from exc

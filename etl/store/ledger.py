@@ -14,10 +14,16 @@ from sqlalchemy import Connection, Engine, func, insert, or_, select, update
 from etl import __version__
 from etl.errors import DatabaseError
 from etl.model import FINAL_STATUSES, storable_json
-from etl.store.schema import image_actions, image_sync_state, rejected_actions, sync_runs
+from etl.store.schema import (
+    image_actions,
+    image_sync_state,
+    json_depth_limit,
+    rejected_actions,
+    sync_runs,
+)
 
 MAX_ERROR_TEXT = 2000
-MYSQL_JSON_DEPTH = 32  # MariaDB's JSON_VALID refuses deeper nesting
+NOT_STORED = " (its payload is not stored: no JSON column holds it)"
 
 COUNTERS = (
     "images_synced",
@@ -228,18 +234,18 @@ def save_rejected(
     """
     if not rejected:
         return
-    nesting = MYSQL_JSON_DEPTH if conn.dialect.name in ("mysql", "mariadb") else None
+    nesting = json_depth_limit(conn.dialect.name)
     rows = []
     for item in rejected:
-        payload, reason = item.payload, item.reason
+        payload, reason = item.payload, item.reason[: MAX_ERROR_TEXT - len(NOT_STORED)]
         if not storable_json(payload, max_depth=nesting):
-            payload, reason = None, f"{reason} (its payload is not stored: no JSON column holds it)"
+            payload, reason = None, reason + NOT_STORED
         rows.append(
             {
                 "run_id": run_id,
                 "image_id": image_id,
                 "action_id": item.action_id,
-                "reason": reason[:MAX_ERROR_TEXT],
+                "reason": reason,
                 "payload": payload,
                 "rejected_at": now,
             }

@@ -35,6 +35,12 @@ NAMING_CONVENTION = {
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 ZONE_AWARE = ("postgresql", "duckdb")  # dialects whose timestamps carry a zone
+MYSQL_JSON_DEPTH = 32  # MariaDB's JSON_VALID check refuses values nested deeper
+
+
+def json_depth_limit(dialect_name: str) -> int | None:
+    """Return how deep a JSON column of this dialect nests, or None for no limit of ours."""
+    return MYSQL_JSON_DEPTH if dialect_name in ("mysql", "mariadb") else None
 
 
 class UtcDateTime(TypeDecorator[datetime]):

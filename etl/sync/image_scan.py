@@ -21,6 +21,7 @@ from etl.store.ledger import (
     unfinished_ids,
 )
 from etl.store.load import UpsertCounts, read_stored, upsert_actions
+from etl.store.schema import json_depth_limit
 from etl.sync.context import RunContext, ScanOrder
 from etl.sync.coordinator import LATCHED
 from etl.sync.pages import Split, page_ids, split_page
@@ -310,7 +311,8 @@ class ImageScan:
                 for action_id, found in stored.items()
                 if found.missing_since is None  # listed again: rewritten to clear the mark
             }
-            split = split_page(items, image_id, page, known)
+            depth = json_depth_limit(conn.dialect.name)
+            split = split_page(items, image_id, page, known, max_depth=depth)
             counts = upsert_actions(
                 conn,
                 split.rows,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,13 +39,19 @@ def page_ids(items: Sequence[Any]) -> list[int]:
 
 
 def split_page(
-    items: Sequence[Any], image_id: int, page: int, known: Mapping[int, str] | None = None
+    items: Sequence[Any],
+    image_id: int,
+    page: int,
+    known: Mapping[int, str] | None = None,
+    *,
+    max_depth: int | None = None,
 ) -> Split:
     """Transform a page's actions; those that cannot become rows are returned as rejected.
 
     An action listed once on the page whose fingerprint equals ``known[id]`` (stored
     under this image, not marked missing) is counted unchanged without being transformed:
-    it was checked when it was stored, and nothing of it has changed since.
+    it was checked when it was stored, and nothing of it has changed since. ``max_depth``
+    bounds a payload's nesting, for databases whose JSON columns refuse deeper values.
     """
     split = Split()
     twice: set[int] = set()
@@ -55,18 +62,17 @@ def split_page(
     for position, raw in enumerate(items):
         action_id = raw.get("id") if known and type(raw) is dict else None
         stored = known.get(action_id) if known and type(action_id) is int else None
+        encoded = None
         if stored is not None and action_id not in twice:
-            try:
-                same = hash_payload(encode_payload(raw), image_id) == stored
-            except TransformError:
-                same = False  # transformed below, which says why
-            if same:  # a stored id: a whole number in 1..2^63-1
-                split.ids.append(raw["id"])
+            with contextlib.suppress(TransformError):  # transformed below, which says why
+                encoded = encode_payload(raw, max_depth=max_depth)
+            if encoded is not None and hash_payload(encoded, image_id) == stored:
+                split.ids.append(raw["id"])  # a stored id: a whole number in 1..2^63-1
                 split.statuses.append(raw.get("status"))
                 split.unchanged += 1
                 continue
         try:
-            row = flatten_action(raw, image_id=image_id)
+            row = flatten_action(raw, image_id=image_id, max_depth=max_depth, encoded=encoded)
         except TransformError as exc:
             split.rejected.append(
                 Rejected(
