@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from etl.store.database import open_engine
 from etl.store.load import UpsertCounts, upsert_actions
 from etl.store.lock import SyncLock
 from etl.store.schema import sync_runs
-from tests.support.cli import run_cli, sync_args
+from tests.support.cli import overlapping_syncs, run_cli, sync_args
 from tests.support.databases import migrated_engine
 from tests.support.doubles import TOKEN
 from tests.support.oracle import expected_table
@@ -46,18 +45,7 @@ def duckdb_url(tmp_path: Path) -> str:
 def test_a_second_sync_of_a_held_duckdb_file_exits_4_naming_the_holder(
     api: FakeApi, duckdb_url: str
 ) -> None:
-    api.latency = 0.1  # one worker, 27 pages: the first run lasts ~3 s, past the second's start
-    args = [sys.executable, "-m", "etl", *sync_args(api, duckdb_url, "--per-page", "5")]
-    env = {**os.environ, "DIGITALOCEAN_ACCESS_TOKEN": TOKEN, "DO_IMAGE_ACTIONS_WORKERS": "1"}
-    first = subprocess.Popen(
-        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 30
-    while not api.served and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-    second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
-    _, first_err = first.communicate(timeout=60)
+    first, first_err, second = overlapping_syncs(api, duckdb_url)
 
     assert first.returncode == 0, first_err
     assert second.returncode == 4, second.stderr

@@ -21,7 +21,7 @@ from etl.store.lock import SyncLock
 from etl.store.migrate import head_revision
 from etl.store.schema import image_sync_state, sync_runs
 from etl.sync.run import run_sync
-from tests.support.cli import run_cli, sync_args
+from tests.support.cli import overlapping_syncs, run_cli, sync_args
 from tests.support.databases import DIALECT_PARAMS
 from tests.support.doubles import TOKEN
 from tests.support.oracle import expected_table
@@ -272,18 +272,7 @@ def test_sqlite_lease_expired_or_dead_holder_is_taken_over(tmp_path: Any) -> Non
 def test_two_concurrent_syncs_exactly_one_runs(
     api: FakeApi, engine: Engine, database_url: str
 ) -> None:
-    api.latency = 0.1  # one worker, 27 pages: the first run lasts ~3 s, past the second's start
-    args = [sys.executable, "-m", "etl", *sync_args(api, database_url, "--per-page", "5")]
-    env = {**os.environ, "DIGITALOCEAN_ACCESS_TOKEN": TOKEN, "DO_IMAGE_ACTIONS_WORKERS": "1"}
-    first = subprocess.Popen(
-        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 30
-    while not api.served and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-    second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
-    _, first_err = first.communicate(timeout=60)
+    first, first_err, second = overlapping_syncs(api, database_url)
 
     assert first.returncode == 0, first_err
     assert second.returncode == 4

@@ -20,6 +20,7 @@ from etl.store.load import upsert_actions
 from etl.store.schema import sync_runs
 from etl.sync.run import run_sync
 from etl.timeutil import utc_now
+from tests.support.actions import action
 from tests.support.cli import run_cli, sync_args
 from tests.support.doubles import TOKEN
 from tests.support.oracle import expected_table, utc
@@ -128,21 +129,6 @@ def test_status_rejects_a_bad_max_age(engine: Engine, database_url: str) -> None
 
     assert result.returncode == 2
     assert "'soon' is not a duration; write it like 90s, 30m, 2h or 1d" in result.stderr
-
-
-def action(action_id: int, status: str, kind: str, started: str, region: str | None) -> dict:
-    return {
-        "id": action_id,
-        "status": status,
-        "type": kind,
-        "started_at": started,
-        "completed_at": None,
-        "resource_id": 1,
-        "resource_type": "image",
-        "region": {"slug": region, "name": region, "sizes": [], "features": [], "available": True}
-        if region
-        else None,
-    }
 
 
 KNOWN = [

@@ -17,26 +17,12 @@ from etl.fake import FakeApi
 from etl.ops import cli
 from etl.source.transform import flatten_action
 from etl.store.load import upsert_actions
+from tests.support.actions import action
 from tests.support.doubles import TOKEN
 from tests.support.runs import sync
 
 # The timestamp status --json prints (Python's str of an aware UTC datetime).
 STATUS_JSON_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{6})?\+00:00$")
-
-
-def action(action_id: int, status: str, kind: str, started: str, region: str | None) -> dict:
-    return {
-        "id": action_id,
-        "status": status,
-        "type": kind,
-        "started_at": started,
-        "completed_at": None,
-        "resource_id": 1,
-        "resource_type": "image",
-        "region": {"slug": region, "name": region, "sizes": [], "features": [], "available": True}
-        if region
-        else None,
-    }
 
 
 # image 7: ids 1-3, image 8: ids 4-5. Id 2 starts at 23:30 UTC on 1 March.
