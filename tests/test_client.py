@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from etl.errors import ApiError, AuthError, NotFoundError, RetryableApiError
-from etl.fake import FakeApi
+from etl.fake import FakeApi, World
 from etl.source.client import ApiClient
 from tests.support.doubles import TOKEN, RecordingSleep
 from tests.support.faults import Fault
+from tests.support.scripted import ScriptedApi
 
 
 def actions_url(api: FakeApi) -> str:
@@ -213,6 +214,30 @@ def test_a_netrc_entry_for_the_api_host_does_not_replace_the_token(
     client.get_json(actions_url(api))
 
     assert api.served[0].authorized  # still our bearer token, not Basic from the file
+
+
+@pytest.mark.parametrize("bypassed", [False, True], ids=["proxied", "no-proxy"])
+def test_the_environment_proxy_settings_are_honoured(
+    api: FakeApi,
+    world: World,
+    sleep: RecordingSleep,
+    monkeypatch: pytest.MonkeyPatch,
+    bypassed: bool,
+) -> None:
+    """The session reads HTTP_PROXY and NO_PROXY once, as requests reads them per request."""
+    for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with ScriptedApi(world, token=TOKEN) as proxy:  # a fake reads an absolute URI's path
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        if bypassed:
+            monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        client = ApiClient(base_url=api.url, token=TOKEN, sleep=sleep)
+
+        client.get_json(actions_url(api))
+        client.get_json(actions_url(api))
+        client.close()
+
+        assert (len(api.served), len(proxy.served)) == ((2, 0) if bypassed else (0, 2))
 
 
 def test_get_json_with_a_wrong_token_is_an_auth_error(api: FakeApi, sleep: RecordingSleep) -> None:

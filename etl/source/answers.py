@@ -137,8 +137,12 @@ def read_answer(
     known_digest: str | None,
     redact: Callable[[str], str],
     clock: Callable[[], float],
+    fingerprint: bool = True,
 ) -> Answer:
     """Return the JSON object of a 200 and its fingerprint, or raise what the status means.
+
+    Without ``fingerprint`` (and no ``known_digest``) the digest is left empty: hashing a
+    page costs about as much as parsing it.
 
     Raises:
         RetryableApiError: a retryable status, or a 200 that is not complete JSON.
@@ -149,7 +153,8 @@ def read_answer(
     parts = urlsplit(response.url)
     where = parts.path + (f"?{parts.query}" if parts.query else "")
     if response.status_code == 200:
-        digest = hashlib.blake2b(content, digest_size=16).hexdigest()
+        wanted = fingerprint or known_digest is not None
+        digest = hashlib.blake2b(content, digest_size=16).hexdigest() if wanted else ""
         if digest == known_digest:
             return Answer(None, digest)  # the very bytes parsed before: valid JSON
         body = parse_json(content)

@@ -171,10 +171,12 @@ class ApiClient:
         params: Mapping[str, Any] | None = None,
         *,
         known_digest: str | None = None,
+        fingerprint: bool = True,
     ) -> Answer:
         """Return the JSON object at ``url`` and a fingerprint of its bytes.
 
-        When the bytes match ``known_digest`` the body is not parsed (see Answer).
+        When the bytes match ``known_digest`` the body is not parsed (see Answer). Without
+        ``fingerprint`` the digest is computed only to compare with ``known_digest``.
 
         Raises:
             ApiError: the origin is foreign, the status is fatal, or retries ran out.
@@ -189,7 +191,9 @@ class ApiClient:
         self._gate.open_call()
         error: BaseException | None = None
         try:
-            answer: Answer = self._retrying.copy()(self._get_once, url, params, known_digest)
+            answer: Answer = self._retrying.copy()(
+                self._get_once, url, params, known_digest, fingerprint
+            )
         except (requests.ConnectionError, requests.Timeout) as exc:
             kind = "timed out" if isinstance(exc, requests.Timeout) else "could not connect"
             error = ApiUnreachableError(
@@ -232,7 +236,11 @@ class ApiClient:
             raise RunInterrupted("the run was asked to stop")
 
     def _get_once(
-        self, url: str, params: Mapping[str, Any] | None, known_digest: str | None = None
+        self,
+        url: str,
+        params: Mapping[str, Any] | None,
+        known_digest: str | None = None,
+        fingerprint: bool = True,
     ) -> Answer:
         if self._stop.is_set():
             raise RunInterrupted("the run was asked to stop")
@@ -246,7 +254,12 @@ class ApiClient:
                 self.stats.ratelimit_limit = limits.limit or self.stats.ratelimit_limit
                 self.stats.ratelimit_reset = limits.reset or self.stats.ratelimit_reset
             return read_answer(
-                response, body, known_digest=known_digest, redact=self.redact, clock=self._clock
+                response,
+                body,
+                known_digest=known_digest,
+                redact=self.redact,
+                clock=self._clock,
+                fingerprint=fingerprint,
             )
         finally:
             self._gate.close_attempt(limits)

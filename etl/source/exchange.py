@@ -78,7 +78,7 @@ class Exchanger:
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = new_session(self._headers)
+            session = self._local.session = new_session(self._headers, self.base_url)
             with self._lock:
                 self._sessions.append(session)
         return session

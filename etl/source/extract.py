@@ -22,7 +22,7 @@ class Page:
     number: int
     items: list[Any]
     total: int | None
-    digest: str = ""  # fingerprint of the page's bytes
+    digest: str = ""  # fingerprint of the page's bytes; page 1's only, else empty
     known: bool = False  # the bytes matched the known first-page fingerprint: not parsed
 
 
@@ -85,8 +85,11 @@ def iter_pages(
     number = 0
     while True:
         number += 1
-        answer = client.get_answer(
-            url, query, known_digest=known_first_digest if number == 1 else None
+        answer = client.get_answer(  # only page 1's fingerprint is ever compared
+            url,
+            query,
+            known_digest=known_first_digest if number == 1 else None,
+            fingerprint=number == 1,
         )
         body = answer.body
         if body is None:

@@ -10,6 +10,7 @@ once inflated are counted against a limit before they are kept.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -110,10 +111,21 @@ class _HeadersOnly(requests.auth.AuthBase):
         return request
 
 
-def new_session(headers: dict[str, str]) -> requests.Session:
-    """Return a session whose requests the watchdog can cut, sending ``headers``."""
+def new_session(headers: dict[str, str], base_url: str) -> requests.Session:
+    """Return a session whose requests the watchdog can cut, sending ``headers``.
+
+    Every request goes to ``base_url``'s origin, so the environment's proxy and CA bundle
+    settings (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE, ...) are read once, here, as
+    requests would read them for that URL; requests itself rereads the whole environment
+    on every request.
+    """
     session = _NoRedirectSession()
     session.auth = _HeadersOnly()
+    session.trust_env = False  # read below, once
+    session.proxies.update(requests.utils.get_environ_proxies(base_url))
+    session.verify = (
+        os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    )
     adapter = GuardedAdapter()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
