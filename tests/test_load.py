@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, delete, func, select, text, update
@@ -11,7 +13,9 @@ from sqlalchemy.exc import DBAPIError, StatementError
 
 from etl.source.transform import flatten_action
 from etl.store.bulk import bulk_writer
+from etl.store.database import open_engine
 from etl.store.load import UpsertCounts, upsert_actions, write_rows
+from etl.store.migrate import upgrade
 from etl.store.schema import image_actions
 from etl.store.upsert import execute_upsert
 from tests.support.rows import as_stored, read_rows
@@ -266,3 +270,24 @@ def test_the_bulk_write_refuses_a_naive_time_rather_than_guess_its_zone(engine: 
 
     with pytest.raises((ValueError, StatementError), match="naive"), engine.begin() as conn:
         write_rows(conn, [row], now=T0)  # type: ignore[list-item]
+
+
+def test_sqlite_splits_a_page_past_its_variable_limit_into_several_statements(
+    tmp_path: Path,
+) -> None:
+    """One multi-row INSERT a page, or as many as SQLite's limit on parameters needs."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'limited.db'}")
+    upgrade(engine)
+    rows = [flatten_action(action(action_id), image_id=7) for action_id in range(1, 8)]
+    statements: list[str] = []
+    with engine.begin() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 3 * 18)  # three rows a statement
+        driver.set_trace_callback(statements.append)
+        write_rows(conn, rows, now=T0)
+        driver.set_trace_callback(None)
+
+    assert [statement.count("), (") + 1 for statement in statements] == [3, 3, 1]
+    assert read_rows(engine) == [as_stored(row, T0) for row in rows]
+    engine.dispose()

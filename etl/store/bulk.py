@@ -4,7 +4,9 @@ The rows' payloads are already JSON text (transform serialised them once), and t
 timestamps are formatted here the way SQLAlchemy would store them, so each value reaches
 the driver ready. Each dialect gets its cheapest bulk upsert:
 
-- SQLite: one ``executemany`` of ``INSERT ... ON CONFLICT DO UPDATE``;
+- SQLite: one multi-row ``INSERT ... VALUES (...), (...) ON CONFLICT DO UPDATE``: one step
+  of the statement, so the GIL is released and retaken once a page, not once a row (with
+  the run's HTTP threads busy, each retaking can wait out Python's switch interval);
 - PostgreSQL (psycopg): ``COPY`` into a temporary table, then one
   ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``;
 - MySQL/MariaDB: ``executemany`` of ``INSERT ... ON DUPLICATE KEY UPDATE``, which the
@@ -17,9 +19,11 @@ drivers (DuckDB, psycopg2) take SQLAlchemy's statement (see load.execute_upsert)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -130,7 +134,7 @@ def bulk_writer(conn: Connection) -> Writer | None:
     """Return the bulk upsert for ``conn``'s dialect and driver, or None to use SQLAlchemy's."""
     dialect = conn.dialect
     if dialect.name == "sqlite" and dialect.driver == "pysqlite":
-        return _write_executemany
+        return _write_sqlite
     if dialect.name == "postgresql" and dialect.driver == "psycopg":
         return _write_postgresql
     if dialect.name in ("mysql", "mariadb") and dialect.driver in ("pymysql", "mysqldb"):
@@ -147,21 +151,49 @@ def _write_executemany(conn: Connection, rows: Sequence[ActionRow], now: datetim
         conn.exec_driver_sql(sql, [dict(zip(COLUMNS, value, strict=True)) for value in values])
 
 
+@cache
+def _rows_sql(sql: str, rows: int) -> str:
+    """Return the single-row INSERT ``sql`` with ``rows`` groups of values."""
+    group = f"({', '.join('?' for _ in COLUMNS)})"
+    if sql.count(f"VALUES {group}") != 1:
+        raise DatabaseError("the SQLite upsert's VALUES clause is not where it was expected")
+    return sql.replace(f"VALUES {group}", f"VALUES {', '.join([group] * rows)}")
+
+
+def _write_sqlite(conn: Connection, rows: Sequence[ActionRow], now: datetime) -> None:
+    sql, _ = _driver_upsert(conn.dialect)
+    values = _values(rows, now, _naive_stamp)
+    limit = _driver(conn).getlimit(conn.dialect.loaded_dbapi.SQLITE_LIMIT_VARIABLE_NUMBER)
+    most = limit // len(COLUMNS)
+    for start in range(0, len(values), most):
+        chunk = values[start : start + most]
+        conn.exec_driver_sql(_rows_sql(sql, len(chunk)), tuple(chain.from_iterable(chunk)))
+
+
+def _driver(conn: Connection) -> Any:
+    driver = conn.connection.driver_connection
+    assert driver is not None  # noqa: S101  (an open connection has its driver's)
+    return driver
+
+
+@contextmanager
+def _wrapped(conn: Connection, statement: str) -> Iterator[None]:
+    """Raise the driver's errors as SQLAlchemy wraps its own: the run's one-sentence error."""
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        yield
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
+
+
 def _write_postgresql(conn: Connection, rows: Sequence[ActionRow], now: datetime) -> None:
     create, copy, upsert = _postgresql_statements(conn.dialect)
     values = _values(rows, now, _zoned_stamp)
-    driver = conn.connection.driver_connection
-    assert driver is not None  # noqa: S101  (an open connection has its driver's)
-    dbapi = conn.dialect.loaded_dbapi
-    statement = create
-    try:
-        with driver.cursor() as cursor:
+    with _driver(conn).cursor() as cursor:
+        with _wrapped(conn, create):
             cursor.execute(create)  # once a session in effect; a rollback may have undone it
-            statement = copy
-            with cursor.copy(copy) as stream:
-                for value in values:
-                    stream.write_row(value)
-            statement = upsert
+        with _wrapped(conn, copy), cursor.copy(copy) as stream:
+            for value in values:
+                stream.write_row(value)
+        with _wrapped(conn, upsert):
             cursor.execute(upsert)
-    except dbapi.Error as exc:  # as SQLAlchemy wraps its own: the run's one-sentence error
-        raise DBAPIError.instance(statement, None, exc, dbapi.Error) from exc

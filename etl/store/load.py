@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, any_, bindparam, select
+import orjson
+from sqlalchemy import BigInteger, Connection, String, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql
 
 from etl.model import ActionRow, hash_payload
@@ -60,6 +61,11 @@ def read_stored(conn: Connection, ids: Iterable[int]) -> dict[int, Any]:
     if conn.dialect.name == "postgresql":  # one array parameter: one statement, prepared once
         ids_param = bindparam("ids", list(ids), type_=postgresql.ARRAY(BigInteger))
         query = query.where(image_actions.c.id == any_(ids_param))
+    elif conn.dialect.name == "sqlite":  # one JSON array parameter, as above (IN (?, ?, ...)
+        # costs SQLAlchemy a quarter of a millisecond to render for a page of 200)
+        ids_json = bindparam("ids", orjson.dumps(list(ids)).decode(), type_=String)
+        listed = func.json_each(ids_json).table_valued("value")
+        query = query.where(image_actions.c.id.in_(select(listed.c.value)))
     else:
         query = query.where(image_actions.c.id.in_(list(ids)))
     return {found.id: found for found in conn.execute(query)}
