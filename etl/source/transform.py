@@ -23,6 +23,8 @@ def parse_timestamp(value: Any, field: str) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
         raise TransformError(f"{field} {value[:40]!r} is not an ISO 8601 timestamp") from exc
+    if parsed.tzinfo is UTC:  # "Z" or "+00:00", as the API writes them
+        return parsed
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)  # the API documents UTC; a bare time is read as UTC
     try:

@@ -39,6 +39,8 @@ COLUMNS = tuple(column.name for column in image_actions.columns)
 STAMPS = ("started_at", "completed_at")  # the row's own timestamps; the rest are "now"
 LISTS = ("region_features", "region_sizes")  # JSON columns besides the payload
 INCOMING = "image_actions_incoming"  # PostgreSQL's per-session staging table
+STAMP = "%04d-%02d-%02d %02d:%02d:%02d.%06d"  # as isoformat(" ", "microseconds") writes it
+MAX_LISTS_KEPT = 1024  # distinct region lists remembered as JSON text; the API has a few dozen
 
 
 def _utc(value: datetime) -> datetime:
@@ -52,17 +54,31 @@ def _utc(value: datetime) -> datetime:
 
 def _naive_stamp(value: datetime | None) -> str | None:
     """Return UTC as SQLAlchemy stores it on SQLite and MySQL: 'YYYY-MM-DD HH:MM:SS.ffffff'."""
-    return None if value is None else _utc(value).isoformat(" ", "microseconds")[:26]
+    if value is None:
+        return None
+    at = _utc(value)  # formatted from its fields: a third cheaper than an aware isoformat
+    return STAMP % (at.year, at.month, at.day, at.hour, at.minute, at.second, at.microsecond)
 
 
 def _zoned_stamp(value: datetime | None) -> str | None:
     """Return an instant as PostgreSQL's text input reads it, zone included."""
-    return None if value is None else _utc(value).isoformat(" ", "microseconds")
+    return None if value is None else f"{_naive_stamp(value)}+00:00"
 
 
 def _json_list(value: list[str] | None) -> str:
     """Return a region list as JSON text; no list is JSON null, as SQLAlchemy's JSON writes it."""
-    return "null" if value is None else orjson.dumps(value).decode()
+    if value is None:
+        return "null"
+    key = tuple(value)  # a region's lists repeat on every action listed in it
+    text = _listed.get(key)
+    if text is None:
+        text = orjson.dumps(value).decode()
+        if len(_listed) < MAX_LISTS_KEPT:
+            _listed[key] = text
+    return text
+
+
+_listed: dict[tuple[str, ...], str] = {}
 
 
 def _values(
