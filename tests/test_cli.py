@@ -17,7 +17,8 @@ from sqlalchemy import Engine
 from etl.fake import FakeApi
 from etl.ops.cli import build_parser
 from etl.store.database import open_engine
-from etl.store.migrate import current_revision, head_revision
+from etl.store.migrate import head_revision
+from etl.store.revision import current_revision
 from tests.support.cli import run_cli, sync_args
 from tests.support.doubles import TOKEN
 from tests.support.faults import Fault

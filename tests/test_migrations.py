@@ -12,17 +12,13 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 
+from etl.errors import DatabaseError
 from etl.store import schema
 from etl.store.database import open_engine
-from etl.store.migrate import (
-    alembic_config,
-    current_revision,
-    head_revision,
-    migrations_dir,
-    upgrade,
-)
+from etl.store.migrate import alembic_config, head_revision, migrations_dir, upgrade
+from etl.store.revision import HEAD_REVISION, current_revision, revision_of
 
 
 def schema_diff(engine: Engine) -> list:
@@ -33,6 +29,22 @@ def schema_diff(engine: Engine) -> list:
 
 def test_history_has_a_single_head() -> None:
     assert len(ScriptDirectory.from_config(alembic_config()).get_heads()) == 1
+
+
+def test_the_revision_a_sync_expects_is_alembic_s_head() -> None:
+    """A sync checks the schema against HEAD_REVISION without loading Alembic: keep it true."""
+    assert head_revision() == HEAD_REVISION
+
+
+def test_the_revision_read_without_alembic_is_alembic_s(engine: Engine) -> None:
+    with engine.connect() as conn:
+        assert current_revision(engine) == MigrationContext.configure(conn).get_current_revision()
+        conn.execute(text("DELETE FROM alembic_version"))
+        assert revision_of(conn) is None  # a version table that records nothing
+        conn.execute(text("INSERT INTO alembic_version VALUES ('0004'), ('0005')"))
+        with pytest.raises(DatabaseError, match="several schema revisions"):
+            revision_of(conn)
+        conn.rollback()
 
 
 def test_upgrade_base_to_head_creates_every_table(database_url: str) -> None:

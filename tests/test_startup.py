@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from etl.fake import FakeApi
+from tests.support.doubles import TOKEN
 from tests.support.runs import sync
 
 # Runs the CLI's main in a fresh interpreter; prints its exit code, what it printed, and
@@ -108,3 +109,18 @@ def test_report_reads_the_database_without_the_api_side(api: FakeApi, synced_sql
     assert by_status == dict(Counter(action["status"] for action in actions))
     assert loaded(answer, "sqlalchemy") == ["sqlalchemy"]
     assert loaded(answer, *NOT_FOR_READERS) == []
+
+
+def test_a_sync_on_a_current_schema_does_not_load_alembic(
+    api: FakeApi, synced_sqlite: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cron job's every run checks the schema; only one that must migrate loads Alembic."""
+    monkeypatch.setenv("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)
+    monkeypatch.setenv("DO_IMAGE_ACTIONS_API_URL", api.url)
+    images = [arg for image_id in api.world.actions for arg in ("--image", str(image_id))]
+
+    answer = probe("sync", "--database-url", synced_sqlite, "--json", *images)
+
+    assert answer["code"] == 0
+    assert json.loads(answer["stdout"])["outcome"] == "succeeded"
+    assert loaded(answer, "alembic", "mako") == []

@@ -15,7 +15,8 @@ from etl.ops.tables import format_table
 from etl.source.client import ApiClient
 from etl.source.extract import Page, iter_image_action_pages, iter_pages
 from etl.store.database import connect_synced
-from etl.store.migrate import head_revision, is_known_revision, revision_of
+from etl.store.migrate import head_revision, is_known_revision
+from etl.store.revision import revision_of
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Upgrade the database to the newest schema revision."""
     from etl.store.database import open_engine, translate_errors
-    from etl.store.migrate import current_revision, upgrade
+    from etl.store.migrate import upgrade
+    from etl.store.revision import current_revision
 
     settings = _settings(args, ("database_url",))
     engine = open_engine(settings.database_url)

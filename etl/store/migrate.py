@@ -7,13 +7,13 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect
 
 import etl.store.duckdb_alembic  # noqa: F401 (registers DuckDB with Alembic)
 from etl.database_url import mask_database_url
 from etl.errors import DatabaseError
+from etl.store.revision import revision_of
 from etl.store.schema import metadata
 
 
@@ -51,17 +51,6 @@ def head_revision() -> str:
     return head
 
 
-def current_revision(engine: Engine) -> str | None:
-    """Return the database's Alembic revision, or None for an empty database."""
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
-
-
-def revision_of(conn: Connection) -> str | None:
-    """Return the Alembic revision of the database ``conn`` is on, or None for none."""
-    return MigrationContext.configure(conn).get_current_revision()
-
-
 def is_known_revision(revision: str) -> bool:
     """Return whether this version of the tool ships ``revision``."""
     return revision in {script.revision for script in _scripts().walk_revisions()}
@@ -81,7 +70,7 @@ def _check_upgradable(conn: Connection) -> None:
     MySQL/MariaDB commit every DDL statement at once: a migration that failed on a table
     someone else made would leave our alembic_version table behind, so look first.
     """
-    current = MigrationContext.configure(conn).get_current_revision()
+    current = revision_of(conn)
     _refuse_unknown(current)
     if current is not None:
         return
@@ -109,15 +98,14 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
-def ensure_schema(engine: Engine, *, auto_migrate: bool) -> str:
-    """Return the head revision once the database is at it, upgrading when allowed.
+def bring_to_head(engine: Engine, current: str | None, *, auto_migrate: bool) -> str:
+    """Return the head revision once the database, now at ``current``, is at it.
 
     Raises:
         DatabaseError: the database is behind and auto_migrate is off, or it carries a
             revision this version does not know (a newer tool migrated it).
     """
     head = head_revision()
-    current = current_revision(engine)
     if current == head:
         return head
     _refuse_unknown(current)

@@ -19,7 +19,7 @@ from etl.source.extract import iter_image_ids
 from etl.store.database import EMBEDDED, database_error, open_engine, translate_errors
 from etl.store.ledger import ImageState, finish_run, last_success_at, save_image_states, start_run
 from etl.store.lock import SyncLock
-from etl.store.migrate import current_revision, ensure_schema, head_revision
+from etl.store.revision import HEAD_REVISION, current_revision, ensure_schema
 from etl.store.watermark import Watermark, save_watermark
 from etl.sync.context import RunContext, ScanOrder, open_client
 from etl.sync.coordinator import Coordinator, describe, outcome_of, stop_on_signals
@@ -125,9 +125,8 @@ class _Run:
         # Recorded first, so it stands: on DuckDB the holder's file lock keeps this process
         # out of the ledger as well, and reading the revision below fails as a DatabaseError.
         self.result.end("locked_out", str(exc))
-        head = head_revision()
-        if current_revision(self.engine) == head:  # else there is no ledger to write to
-            self.result.run_id = self.start(head, outcome="locked_out")
+        if current_revision(self.engine) == HEAD_REVISION:  # else there is no ledger to write to
+            self.result.run_id = self.start(HEAD_REVISION, outcome="locked_out")
             self.finish()
 
     def sync_all(self) -> BaseException | None:
