@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, delete, func, select, text, update
+from sqlalchemy import Engine, delete, event, func, select, text, update
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from etl.source.transform import flatten_action
+from etl.store import load
 from etl.store.bulk import bulk_writer
 from etl.store.database import open_engine
 from etl.store.load import UpsertCounts, upsert_actions, write_rows
@@ -290,4 +291,37 @@ def test_sqlite_splits_a_page_past_its_variable_limit_into_several_statements(
 
     assert [statement.count("), (") + 1 for statement in statements] == [3, 3, 1]
     assert read_rows(engine) == [as_stored(row, T0) for row in rows]
+    engine.dispose()
+
+
+def test_sqlite_reports_a_variable_limit_below_one_row_as_a_database_error(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'tiny.db'}")
+    upgrade(engine)
+    rows = [flatten_action(action(1), image_id=7)]
+    with engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 10)  # not even one row's 18
+        with pytest.raises(DBAPIError, match="too many SQL variables"):
+            write_rows(conn, rows, now=T0)
+    engine.dispose()
+
+
+@pytest.mark.parametrize("has_json", [True, False], ids=["json_each", "in-list"])
+def test_sqlite_reads_stored_fingerprints_with_or_without_its_json_functions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, has_json: bool
+) -> None:
+    """SQLite builds before 3.38 may leave the JSON functions out: IN (...) reads the same."""
+    monkeypatch.setattr(load, "sqlite_has_json", lambda: has_json)
+    engine = open_engine(f"sqlite:///{tmp_path / 'read.db'}")
+    upgrade(engine)
+    raws = [action(action_id) for action_id in (1, 2, 2**63 - 1)]
+    upsert(engine, raws, T0)
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+
+    counts = upsert(engine, [*raws, action(3)], T1)
+
+    assert counts == UpsertCounts(inserted=1, updated=0, unchanged=3)
+    assert any("json_each" in statement for statement in statements) == has_json
     engine.dispose()

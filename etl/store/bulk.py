@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from itertools import chain
 from typing import Any
 
@@ -40,6 +40,7 @@ STAMPS = ("started_at", "completed_at")  # the row's own timestamps; the rest ar
 LISTS = ("region_features", "region_sizes")  # JSON columns besides the payload
 INCOMING = "image_actions_incoming"  # PostgreSQL's per-session staging table
 STAMP = "%04d-%02d-%02d %02d:%02d:%02d.%06d"  # as isoformat(" ", "microseconds") writes it
+MOST_ROWS_A_STATEMENT = 200  # SQLite: a page of the API's largest, whatever a server sends
 MAX_LISTS_KEPT = 1024  # distinct region lists remembered as JSON text; the API has a few dozen
 
 
@@ -167,7 +168,7 @@ def _write_executemany(conn: Connection, rows: Sequence[ActionRow], now: datetim
         conn.exec_driver_sql(sql, [dict(zip(COLUMNS, value, strict=True)) for value in values])
 
 
-@cache
+@lru_cache(maxsize=16)  # a page's size, the last page's, a few others
 def _rows_sql(sql: str, rows: int) -> str:
     """Return the single-row INSERT ``sql`` with ``rows`` groups of values."""
     group = f"({', '.join('?' for _ in COLUMNS)})"
@@ -180,7 +181,7 @@ def _write_sqlite(conn: Connection, rows: Sequence[ActionRow], now: datetime) ->
     sql, _ = _driver_upsert(conn.dialect)
     values = _values(rows, now, _naive_stamp)
     limit = _driver(conn).getlimit(conn.dialect.loaded_dbapi.SQLITE_LIMIT_VARIABLE_NUMBER)
-    most = limit // len(COLUMNS)
+    most = max(1, min(limit // len(COLUMNS), MOST_ROWS_A_STATEMENT))
     for start in range(0, len(values), most):
         chunk = values[start : start + most]
         conn.exec_driver_sql(_rows_sql(sql, len(chunk)), tuple(chain.from_iterable(chunk)))
