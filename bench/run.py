@@ -101,11 +101,13 @@ def fake_api(
         server.wait(timeout=60)
 
 
-def run_measured(command: list[str], env: dict[str, str]) -> tuple[str, float, float]:
+def run_measured(
+    command: list[str], env: dict[str, str], cwd: Path | None = None
+) -> tuple[str, float, float]:
     """Run a process; return its stdout, wall seconds and peak RSS in MiB."""
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)  # fmt: skip
+                               text=True, cwd=cwd)  # fmt: skip
     out, err = process.communicate()
     wall = time.perf_counter() - started
     if process.returncode not in (0, 3):
@@ -115,9 +117,17 @@ def run_measured(command: list[str], env: dict[str, str]) -> tuple[str, float, f
 
 
 def sync(
-    fake: Fake, database_url: str, *, limited: bool = False, full: bool = False
+    fake: Fake,
+    database_url: str,
+    *,
+    limited: bool = False,
+    full: bool = False,
+    source: Path | None = None,
 ) -> dict[str, Any]:
-    """Run one `do-image-actions sync` process and return its JSON summary and peak RSS."""
+    """Run one `do-image-actions sync` process and return its JSON summary and peak RSS.
+
+    ``source`` runs the code of another checkout instead of this one (see bench.compare).
+    """
     env = {
         **os.environ,
         "DIGITALOCEAN_ACCESS_TOKEN": TOKEN,
@@ -126,10 +136,11 @@ def sync(
         "DO_IMAGE_ACTIONS_IMAGES": fake.ids,
         "DO_IMAGE_ACTIONS_STRATEGY": "per-image",  # the per-image path; see bench.feed
         **({} if limited else UNLIMITED),
+        **({"PYTHONPATH": str(source)} if source is not None else {}),
     }
     command = [sys.executable, "-m", "bench.measure", "sync", "--json", "-q",
                *(["--full"] if full else [])]  # fmt: skip
-    out, wall, peak = run_measured(command, env)
+    out, wall, peak = run_measured(command, env, cwd=source)
     summary = json.loads(out.splitlines()[-2])
     return {**summary, "wall": wall, "peak": peak}
 
