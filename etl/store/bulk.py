@@ -66,6 +66,9 @@ def _zoned_stamp(value: datetime | None) -> str | None:
     return None if value is None else f"{_naive_stamp(value)}+00:00"
 
 
+_listed: dict[tuple[str, ...], str] = {}  # a region list's JSON text, by its items
+
+
 def _json_list(value: list[str] | None) -> str:
     """Return a region list as JSON text; no list is JSON null, as SQLAlchemy's JSON writes it."""
     if value is None:
@@ -77,9 +80,6 @@ def _json_list(value: list[str] | None) -> str:
         if len(_listed) < MAX_LISTS_KEPT:
             _listed[key] = text
     return text
-
-
-_listed: dict[tuple[str, ...], str] = {}
 
 
 def _values(

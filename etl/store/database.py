@@ -14,6 +14,7 @@ from sqlalchemy.exc import NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from etl.database_url import mask_database_url
 from etl.errors import ConfigError, DatabaseError
+from etl.store.revision import VERSION_TABLE
 
 DRIVER_EXTRAS = {
     "postgresql": "postgresql",
@@ -181,7 +182,7 @@ def connect_synced(url: str) -> Iterator[Connection]:
                     raise missing from exc
                 raise
             with conn:
-                if not inspect(conn).has_table("alembic_version"):
+                if not inspect(conn).has_table(VERSION_TABLE):
                     raise missing
                 yield conn
     finally:
