@@ -325,3 +325,34 @@ def test_sqlite_reads_stored_fingerprints_with_or_without_its_json_functions(
     assert counts == UpsertCounts(inserted=1, updated=0, unchanged=3)
     assert any("json_each" in statement for statement in statements) == has_json
     engine.dispose()
+
+
+def test_a_page_read_of_stored_fingerprints_is_one_statement_whatever_its_size(
+    engine: Engine,
+) -> None:
+    """SQLite and PostgreSQL pass every id as one parameter: one statement text for any page."""
+    raws = [action(action_id) for action_id in (1, 2, 2**63 - 1)]
+    upsert(engine, raws, T0)
+    with engine.begin() as conn:
+        conn.execute(update(image_actions).where(image_actions.c.id == 2).values(missing_since=T1))
+    statements: list[str] = []
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")  # SQLite's BEGIN, before the statements are counted
+        event.listen(conn, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        few = load.read_stored(conn, [1, 2])
+        many = load.read_stored(conn, [1, 2, 2**63 - 1, *range(10, 400)])
+
+    assert sorted(few) == [1, 2]
+    assert sorted(many) == [1, 2, 2**63 - 1]
+    assert {found.image_id for found in many.values()} == {7}
+    assert [found.missing_since is None for found in many.values()] == [
+        action_id != 2 for action_id in many
+    ]
+    hashes = {found.id: found.content_hash for found in many.values()}
+    with engine.connect() as conn:
+        assert hashes == dict(
+            conn.execute(select(image_actions.c.id, image_actions.c.content_hash)).all()
+        )
+    assert len(statements) == 2
+    if engine.dialect.name in ("sqlite", "postgresql"):
+        assert statements[0] == statements[1]
