@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from etl.fake import FakeApi
 from etl.ops.cli import build_parser
 from etl.store.database import open_engine
-from etl.store.migrate import head_revision
+from etl.store.migrate import head_revision, upgrade
 from etl.store.revision import current_revision
 from tests.support.cli import run_cli, sync_args
 from tests.support.doubles import TOKEN
@@ -229,3 +229,18 @@ def test_cli_unreachable_api_is_one_sentence_and_stops_the_run(tmp_path: Path) -
     assert "check api_url and the network" in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.count("attempt 1 failed") == 1  # one probe, not one per image
+
+
+def test_a_failed_demo_says_why(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    engine = open_engine(url)
+    upgrade(engine)
+    with engine.begin() as conn:  # a second revision row: not a schema this tool made
+        conn.execute(text("INSERT INTO alembic_version (version_num) VALUES ('9999')"))
+    engine.dispose()
+
+    result = run_cli("demo", "--database-url", url, "--images", "1", "--actions", "1")
+
+    assert result.returncode == 1, result.stderr
+    assert "total failed" in result.stdout
+    assert "migrated by something other than do-image-actions" in result.stderr
