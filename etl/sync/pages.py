@@ -27,15 +27,20 @@ class Split:
 
 def _usable_id(value: Any) -> int | None:
     """Return ``value`` when it can key a BIGINT column, else None."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
+    if type(value) is int and 0 < value < 2**63:  # not a bool; JSON gives no other int type
         return value
     return None
 
 
 def page_ids(items: Sequence[Any]) -> list[int]:
-    """Return the usable ids of a page's actions."""
-    ids = (_usable_id(raw.get("id")) for raw in items if isinstance(raw, dict))
-    return [action_id for action_id in ids if action_id is not None]
+    """Return the usable ids of a page's actions (as _usable_id, inlined: it runs per action)."""
+    return [
+        action_id
+        for raw in items
+        if isinstance(raw, dict)
+        and type(action_id := raw.get("id")) is int  # not a bool
+        and 0 < action_id < 2**63
+    ]
 
 
 def split_page(
