@@ -158,3 +158,45 @@ def read_rows_count(database_url: str) -> int:
         return len(read_rows(engine))
     finally:
         engine.dispose()
+
+
+def test_every_write_of_a_scan_on_sqlite_comes_from_one_thread(tmp_path: Path) -> None:
+    """Pages, refreshed actions and missing marks all go to the one writer: none queues on
+    the file's lock behind another thread's transaction."""
+    database_url = f"sqlite:///{tmp_path / 'one-writer.db'}"
+    world = World.generate(images=4, actions_per_image=30, seed=9)
+    writers: list[set[str]] = []
+
+    def note_writer(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith(("INSERT INTO image_actions", "UPDATE image_actions")):
+            writers[-1].add(threading.current_thread().name)
+
+    with FakeApi(world, token=TOKEN) as api:
+        settings = settings_for(api, database_url, workers=3)
+        oldest = [actions[-1] for actions in world.actions.values()]  # on page 2 of 2
+        for action in oldest:
+            action["status"] = "in-progress"
+        event.listen(Engine, "before_cursor_execute", note_writer)
+        try:
+            writers.append(set())
+            first = run_sync(settings, sleep=lambda _: None)
+            for image_id in world.images:
+                world.add_actions(image_id, 2)  # new on page 1: an incremental scan stops there
+            for action in oldest:
+                world.complete(action["id"])  # stored unfinished, past the stop: refreshed
+            writers.append(set())
+            incremental = run_sync(settings, sleep=lambda _: None)
+            for actions in world.actions.values():
+                del actions[-1]  # one action of each image is no longer listed: --full marks it
+            writers.append(set())
+            full = run_sync(settings, full=True, sleep=lambda _: None)
+        finally:
+            event.remove(Engine, "before_cursor_execute", note_writer)
+
+    assert [run.outcome for run in (first, incremental, full)] == ["succeeded"] * 3
+    assert incremental.counts.inserted == 8
+    assert any(image.stopped_early for image in incremental.images)
+    assert sum(image.refreshed for image in incremental.images) == 4
+    assert sum(image.missing for image in full.images) == 4
+    assert [len(names) for names in writers] == [1, 1, 1]
+    assert all(name.startswith("write") for names in writers for name in names)

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, delete, event, func, select, text, update
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from etl.source.transform import flatten_action
-from etl.store import load
+from etl.store import ledger, load
 from etl.store.bulk import bulk_writer
 from etl.store.database import open_engine
 from etl.store.load import UpsertCounts, upsert_actions, write_rows
@@ -356,3 +356,30 @@ def test_a_page_read_of_stored_fingerprints_is_one_statement_whatever_its_size(
     assert len(statements) == 2
     if engine.dialect.name in ("sqlite", "postgresql"):
         assert statements[0] == statements[1]
+
+
+@pytest.mark.parametrize("has_json", [True, False], ids=["json", "rows"])
+def test_mark_missing_marks_only_the_stored_actions_a_complete_scan_lacks(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, has_json: bool
+) -> None:
+    """SQLite reads the image's ids as one JSON array where it can; every form marks the same."""
+    monkeypatch.setattr(ledger, "sqlite_has_json", lambda: has_json)
+    upsert(engine, [action(action_id) for action_id in (1, 2, 3, 2**63 - 1)], T0)
+    upsert(engine, [action(4)], T0, image_id=8)  # another image's: never this scan's to mark
+    with engine.begin() as conn:
+        conn.execute(update(image_actions).where(image_actions.c.id == 3).values(missing_since=T0))
+
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+
+    with engine.begin() as conn:
+        marked = ledger.mark_missing(conn, 7, {1}, now=T1)
+
+    one_row = has_json and engine.dialect.name == "sqlite"
+    assert any("json_group_array" in statement for statement in statements) == one_row
+    assert marked == 2  # 2 and 2^63-1; 3 was marked before, and keeps its mark's time
+    with engine.connect() as conn:
+        found = conn.execute(select(image_actions.c.id, image_actions.c.missing_since)).all()
+    assert dict(found) == {
+        1: None, 2: T1, 3: T0, 4: None, 2**63 - 1: T1
+    }  # fmt: skip

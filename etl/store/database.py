@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sqlite3
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,17 @@ def _sqlite_begin(conn: Any) -> None:
     # A connection marked read_only only reads, and need not queue behind the writers.
     read_only = conn.get_execution_options().get("read_only", False)
     conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+@cache
+def sqlite_has_json() -> bool:
+    """Return whether this process's SQLite has its JSON functions (optional before 3.38)."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as probe:
+        try:
+            probe.execute("SELECT value FROM json_each('[1]')")
+        except sqlite3.OperationalError:
+            return False
+    return True
 
 
 def describe_failure(exc: SQLAlchemyError) -> str:

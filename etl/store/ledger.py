@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select, update
 from sqlalchemy.sql.elements import BindParameter
 
 from etl import __version__
 from etl.errors import DatabaseError
 from etl.model import FINAL_STATUSES, storable_json
+from etl.store.database import sqlite_has_json
 from etl.store.schema import (
     image_actions,
     image_sync_state,
@@ -200,6 +202,12 @@ _SCAN_STARTED = (
 _STORED_COUNT = (
     select(func.count()).select_from(image_actions).where(image_actions.c.image_id == _IMAGE)
 )
+_LISTED = select(image_actions.c.id).where(
+    image_actions.c.image_id == _IMAGE, image_actions.c.missing_since.is_(None)
+)
+_LISTED_SQLITE = (
+    "SELECT json_group_array(id) FROM image_actions WHERE image_id = ? AND missing_since IS NULL"
+)
 _UNFINISHED = (
     select(image_actions.c.id)
     .where(
@@ -223,15 +231,20 @@ def mark_scan_started(conn: Connection, image_id: int) -> None:
     conn.execute(_SCAN_STARTED, {"image": image_id})
 
 
+def _listed_ids(conn: Connection, image_id: int) -> list[int]:
+    """Return the ids of an image's stored actions not marked missing."""
+    if conn.dialect.name == "sqlite" and sqlite_has_json():  # one row: see load.read_stored
+        found = conn.exec_driver_sql(_LISTED_SQLITE, (image_id,)).scalar_one()
+        return list(orjson.loads(found))
+    return list(conn.execute(_LISTED, {"image": image_id}).scalars())
+
+
 def mark_missing(conn: Connection, image_id: int, listed: set[int], *, now: datetime) -> int:
     """Mark the image's stored actions that ``listed`` (a complete scan) lacks; return how many.
 
     Rows are never deleted: ``missing_since`` says since when the API stopped listing them.
     """
-    query = select(image_actions.c.id).where(
-        image_actions.c.image_id == image_id, image_actions.c.missing_since.is_(None)
-    )
-    gone = [action_id for action_id in conn.execute(query).scalars() if action_id not in listed]
+    gone = [action_id for action_id in _listed_ids(conn, image_id) if action_id not in listed]
     for start in range(0, len(gone), 1000):
         conn.execute(
             update(image_actions)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Any, NamedTuple
 
 import orjson
@@ -15,6 +12,7 @@ from sqlalchemy import Connection, select
 
 from etl.model import ActionRow, hash_payload
 from etl.store.bulk import bulk_writer
+from etl.store.database import sqlite_has_json
 from etl.store.schema import image_actions
 from etl.store.upsert import execute_upsert
 
@@ -50,17 +48,6 @@ def write_rows(conn: Connection, rows: Sequence[ActionRow], *, now: datetime) ->
         [{**{k: v for k, v in row.items() if k in columns}, **stamped} for row in rows],
         image_actions,
     )
-
-
-@cache
-def sqlite_has_json() -> bool:
-    """Return whether this process's SQLite has its JSON functions (optional before 3.38)."""
-    with closing(sqlite3.connect(":memory:")) as probe:
-        try:
-            probe.execute("SELECT value FROM json_each('[1]')")
-        except sqlite3.OperationalError:
-            return False
-    return True
 
 
 class Stored(NamedTuple):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 from etl.errors import ApiError, NotFoundError, RunInterrupted
 from etl.model import KNOWN_STATUSES
@@ -29,6 +29,8 @@ from etl.sync.results import ImageResult
 from etl.sync.scan import ScanState
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SCANS_PER_IMAGE = 2  # a complete scan whose count disagrees with meta.total is repeated once
 
@@ -176,7 +178,7 @@ class ImageScan:
             result.received, result.complete = state.received, state.complete
             if result.complete:
                 if self.full and ctx.write:
-                    self._mark_missing(state.seen)
+                    self._on_writer(self._mark_missing, state.seen)
                 return
             logger.warning(
                 "image %d: received %d distinct actions but meta.total is %s (scan %d of %d)",
@@ -207,7 +209,9 @@ class ImageScan:
 
     def _take_page(self, page: Page, state: ScanState) -> bool:
         """Store one page, feed it to the scan's state; return whether the scan may stop."""
-        return self._account(page, *self._store(page.items, page=page.number), state)
+        return self._account(
+            page, *self._on_writer(self._store, page.items, page=page.number), state
+        )
 
     def _take_pages_overlapped(self, pages: Iterator[Page], state: ScanState) -> None:
         """Store every page, each written on the run's writers while the next one is fetched.
@@ -280,6 +284,17 @@ class ImageScan:
                 ", ".join(odd)[:200],
                 extra=self._fields(),
             )
+
+    def _on_writer(self, write: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``write`` on the run's writers, when it has them, and wait for it.
+
+        On SQLite and DuckDB the writers are one thread: a second thread writing beside it
+        queues on the file's lock, and both the queuer and the writer behind it wake only
+        when SQLite's busy handler next polls (after 1, 2, 5, 10... ms).
+        """
+        if self.ctx.writer is None:
+            return write(*args, **kwargs)
+        return self.ctx.writer.submit(write, *args, **kwargs).result()
 
     def _mark_missing(self, listed: set[int]) -> None:
         result = self.result
@@ -362,7 +377,7 @@ class ImageScan:
                     extra=self._fields(),
                 )
         if fetched:  # one transaction for all of them
-            split, counts = self._store(fetched, page=0)
+            split, counts = self._on_writer(self._store, fetched, page=0)
             self._count_unknown(split.statuses)
             result.counts += counts
             result.rejected += len(split.rejected)
