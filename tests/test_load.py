@@ -345,9 +345,7 @@ def test_a_page_read_of_stored_fingerprints_is_one_statement_whatever_its_size(
     assert sorted(few) == [1, 2]
     assert sorted(many) == [1, 2, 2**63 - 1]
     assert {found.image_id for found in many.values()} == {7}
-    assert [found.missing_since is None for found in many.values()] == [
-        action_id != 2 for action_id in many
-    ]
+    assert [found.missing for found in many.values()] == [action_id == 2 for action_id in many]
     hashes = {found.id: found.content_hash for found in many.values()}
     with engine.connect() as conn:
         assert hashes == dict(
@@ -356,6 +354,8 @@ def test_a_page_read_of_stored_fingerprints_is_one_statement_whatever_its_size(
     assert len(statements) == 2
     if engine.dialect.name in ("sqlite", "postgresql"):
         assert statements[0] == statements[1]
+    if engine.dialect.name == "sqlite":  # one row back, not one GIL handover a row
+        assert "json_group_array" in statements[0]
 
 
 @pytest.mark.parametrize("has_json", [True, False], ids=["json", "rows"])

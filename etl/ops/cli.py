@@ -104,7 +104,7 @@ def _write_metrics(settings: Settings, run: RunResult) -> None:
 def cmd_sync(args: argparse.Namespace) -> int:
     """Run one sync; print a line per image and a total (or one JSON line)."""
     from etl.ops.progress import Progress
-    from etl.ops.summary import format_image, format_json, format_run
+    from etl.ops.summary import format_image, format_json, format_run, log_error
     from etl.sync.run import run_sync
 
     settings = _settings(args, SYNC_SETTINGS)
@@ -127,11 +127,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         )
     finally:
         progress.close()
-    fields = {"run_id": run.run_id, "requests": run.requests}
-    if run.error and run.outcome == "deferred":
-        logger.warning("%s", run.error, extra=fields)
-    elif run.error:
-        logger.error("%s", run.error, extra=fields)
+    log_error(run)
     _emit(format_json(run) if args.json else format_run(run))
     _write_metrics(settings, run)
     return exit_code(run)

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 import secrets
 
 from sqlalchemy import select
 
 from etl.config import Settings
 from etl.fake import FakeApi, World
-from etl.ops.summary import format_image, format_run
+from etl.ops.summary import format_image, format_run, log_error
 from etl.ops.tables import format_table
 from etl.store.database import open_engine
 from etl.store.schema import image_actions
 from etl.sync.results import RunResult
 from etl.sync.run import run_sync
-
-logger = logging.getLogger(__name__)
 
 EXAMPLE_COLUMNS = ("id", "image_id", "type", "status", "region_slug", "started_at")
 EXAMPLE_ROWS = 5
@@ -35,8 +32,7 @@ def run_demo(*, database_url: str, images: int, actions_per_image: int) -> RunRe
             token=api.token,
         )
         run = run_sync(settings, on_image=lambda image: print(format_image(image)))
-    if run.error:  # as sync says it: the total line alone does not say why
-        logger.error("%s", run.error)
+    log_error(run)  # as sync says it: the total line alone does not say why
     print(format_run(run))
     engine = open_engine(database_url)
     try:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from etl.sync.results import ImageResult, RunResult
+
+logger = logging.getLogger("etl")  # the command line's own logger, as it names its lines
 
 
 def _plural(count: int, word: str) -> str:
@@ -44,6 +47,15 @@ def format_image(image: ImageResult, *, dry_run: bool = False) -> str:
             f"meta.total says {image.total}"
         )
     return line
+
+
+def log_error(run: RunResult) -> None:
+    """Log why a run did not succeed: a warning for a deferred run, else an error."""
+    fields = {"run_id": run.run_id, "requests": run.requests}
+    if run.error and run.outcome == "deferred":
+        logger.warning("%s", run.error, extra=fields)
+    elif run.error:
+        logger.error("%s", run.error, extra=fields)
 
 
 def format_run(run: RunResult) -> str:

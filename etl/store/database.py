@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import sqlite3
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -95,6 +94,8 @@ def _sqlite_begin(conn: Any) -> None:
 @cache
 def sqlite_has_json() -> bool:
     """Return whether this process's SQLite has its JSON functions (optional before 3.38)."""
+    import sqlite3  # here: a Python built without it still reaches other databases
+
     with contextlib.closing(sqlite3.connect(":memory:")) as probe:
         try:
             probe.execute("SELECT value FROM json_each('[1]')")

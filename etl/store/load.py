@@ -56,7 +56,7 @@ class Stored(NamedTuple):
     id: int
     content_hash: str
     image_id: int
-    missing_since: Any  # only ever tested for None: the driver's own value, not converted
+    missing: bool  # marked missing_since: listed again, it is rewritten to clear the mark
 
 
 # The stored rows of a page's actions, read with one parameter holding every id: one
@@ -66,11 +66,11 @@ class Stored(NamedTuple):
 # steps to, and with the run's other threads busy each retaking can wait out Python's
 # switch interval (200 rows beside a busy thread: 0.2-0.4 s a page, against 12 ms so).
 _STORED_SQLITE = (
-    "SELECT json_group_array(json_array(id, content_hash, image_id, missing_since)) "
+    "SELECT json_group_array(json_array(id, content_hash, image_id, missing_since IS NOT NULL)) "
     "FROM image_actions WHERE id IN (SELECT value FROM json_each(?))"
 )
 _STORED_POSTGRESQL = (
-    "SELECT id, content_hash, image_id, missing_since FROM image_actions "
+    "SELECT id, content_hash, image_id, missing_since IS NOT NULL FROM image_actions "
     "WHERE id = ANY(%s::bigint[])"
 )
 
@@ -86,9 +86,10 @@ def read_stored(conn: Connection, ids: Iterable[int]) -> dict[int, Stored]:
         found = conn.exec_driver_sql(_STORED_POSTGRESQL, (list(ids),)).fetchall()
     else:
         columns = image_actions.c
-        query = select(columns.id, columns.content_hash, columns.image_id, columns.missing_since)
+        missing = columns.missing_since.is_not(None)
+        query = select(columns.id, columns.content_hash, columns.image_id, missing)
         found = conn.execute(query.where(columns.id.in_(list(ids)))).fetchall()
-    return {row[0]: Stored(*row) for row in found}
+    return {row[0]: Stored(row[0], row[1], row[2], bool(row[3])) for row in found}
 
 
 def upsert_actions(
@@ -128,7 +129,7 @@ def upsert_actions(
             owned = hash_payload(row["payload_json"].encode(), owner)
             row = {**row, "image_id": owner, "content_hash": owned}
         unchanged = known is not None and known.content_hash == row["content_hash"]
-        if unchanged and known.missing_since is None:  # type: ignore[union-attr]
+        if unchanged and not known.missing:  # type: ignore[union-attr]
             continue
         inserted += known is None
         writes.append(row)

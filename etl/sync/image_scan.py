@@ -324,7 +324,7 @@ class ImageScan:
             known = {
                 action_id: found.content_hash
                 for action_id, found in stored.items()
-                if found.missing_since is None  # listed again: rewritten to clear the mark
+                if not found.missing  # listed again: rewritten to clear the mark
             }
             depth = json_depth_limit(conn.dialect.name)
             split = split_page(items, image_id, page, known, max_depth=depth)
