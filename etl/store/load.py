@@ -73,6 +73,10 @@ _STORED_POSTGRESQL = (
     "SELECT id, content_hash, image_id, missing_since IS NOT NULL FROM image_actions "
     "WHERE id = ANY(%s::bigint[])"
 )
+# pymysql spells a tuple parameter as a parenthesised list: IN %s takes the page's ids.
+_STORED_PYMYSQL = (
+    "SELECT id, content_hash, image_id, missing_since IS NOT NULL FROM image_actions WHERE id IN %s"
+)
 
 
 def read_stored(conn: Connection, ids: Iterable[int]) -> dict[int, Stored]:
@@ -84,6 +88,11 @@ def read_stored(conn: Connection, ids: Iterable[int]) -> dict[int, Stored]:
         found = orjson.loads(conn.exec_driver_sql(_STORED_SQLITE, (listed,)).scalar_one())
     elif name == "postgresql" and conn.dialect.driver == "psycopg":
         found = conn.exec_driver_sql(_STORED_POSTGRESQL, (list(ids),)).fetchall()
+    elif name in ("mysql", "mariadb") and conn.dialect.driver == "pymysql":
+        listed_ids = tuple(ids)
+        if not listed_ids:  # IN () is not SQL
+            return {}
+        found = conn.exec_driver_sql(_STORED_PYMYSQL, (listed_ids,)).fetchall()
     else:
         columns = image_actions.c
         missing = columns.missing_since.is_not(None)
