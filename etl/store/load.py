@@ -61,7 +61,8 @@ class Stored(NamedTuple):
 
 # The stored rows of a page's actions, read with one parameter holding every id: one
 # statement text, and no IN list for SQLAlchemy to render (a quarter of a millisecond for
-# 200 ids) or rows to wrap (as much again). SQLite passes a JSON array, PostgreSQL an array.
+# 200 ids) or rows to wrap (as much again). SQLite passes a JSON array, PostgreSQL an array,
+# pymysql a tuple.
 # SQLite also answers with one JSON array: the driver lets go of the GIL at each row it
 # steps to, and with the run's other threads busy each retaking can wait out Python's
 # switch interval (200 rows beside a busy thread: 0.2-0.4 s a page, against 12 ms so).

@@ -29,12 +29,12 @@ class RunContext:
     run_id: int | None
     now: Callable[[], datetime]
     page_done: Callable[[ImageResult], None]  # after every committed page, on the worker
+    # Where every write of a scan runs (one thread on SQLite and DuckDB): a scan that reads
+    # to the end hands it each page while it fetches the next.
+    writer: Executor
     # Actions this run saw listed under another image than the one that owns them: a
     # --full scan of the owner does not mark them missing.
     listed_elsewhere: set[int] = field(default_factory=set)
-    # Where a scan that reads to the end writes its pages, while it fetches the next;
-    # None writes each page on the scan's own thread.
-    writer: Executor | None = None
 
 
 @dataclass(frozen=True)

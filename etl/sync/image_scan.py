@@ -160,7 +160,7 @@ class ImageScan:
                 if first and known.meta_total == stored_before
                 else None,
             )
-            if ctx.writer is not None and not state.may_stop:  # it reads to the end
+            if not state.may_stop:  # it reads to the end
                 self._take_pages_overlapped(pages, state)
             else:
                 self._take_pages(pages, state, known, stored_before)
@@ -220,7 +220,6 @@ class ImageScan:
         being written when fetching fails is committed and counted before the error goes on.
         """
         writer = self.ctx.writer
-        assert writer is not None  # noqa: S101  (the caller checked)
         result = self.result
         pending: tuple[Page, Future[tuple[Split, UpsertCounts]]] | None = None
         try:
@@ -286,14 +285,12 @@ class ImageScan:
             )
 
     def _on_writer(self, write: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``write`` on the run's writers, when it has them, and wait for it.
+        """Run ``write`` on the run's writers and wait for it.
 
         On SQLite and DuckDB the writers are one thread: a second thread writing beside it
         queues on the file's lock, and both the queuer and the writer behind it wake only
         when SQLite's busy handler next polls (after 1, 2, 5, 10... ms).
         """
-        if self.ctx.writer is None:
-            return write(*args, **kwargs)
         return self.ctx.writer.submit(write, *args, **kwargs).result()
 
     def _mark_missing(self, listed: set[int]) -> None:
