@@ -12,12 +12,13 @@ from sqlalchemy import Engine, event
 
 from etl.fake import FakeApi, World
 from etl.store.database import open_engine
+from etl.sync import image_scan
 from etl.sync.ratelimit import RateLimiter
 from etl.sync.run import run_sync
 from tests.support.doubles import TOKEN
 from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
-from tests.support.runs import settings_for
+from tests.support.runs import settings_for, sync
 from tests.support.scripted import ScriptedApi
 
 
@@ -200,3 +201,84 @@ def test_every_write_of_a_scan_on_sqlite_comes_from_one_thread(tmp_path: Path) -
     assert sum(image.missing for image in full.images) == 4
     assert [len(names) for names in writers] == [1, 1, 1]
     assert all(name.startswith("write") for names in writers for name in names)
+
+
+def test_a_full_scan_never_marks_missing_an_action_another_image_lists_meanwhile(
+    api: FakeApi, engine: Engine, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The action moves from image B to image A. A's page has read it (stored under B, not
+    missing) but not yet noted it as listed elsewhere when B's complete --full scan marks
+    what B no longer lists: the mark must wait for A's page, or the table ends up saying
+    that an action the API lists is missing."""
+    owner, lister = list(api.world.actions)[:2]  # scanned side by side by two workers
+    sync(api, database_url)
+    moved = api.world.actions[owner].pop(5)
+    api.world.actions[lister].insert(0, moved)
+    kept = {action["id"] for action in api.world.actions[owner]}
+    read, marked = threading.Event(), threading.Event()
+
+    def read_stored(conn: Any, ids: Any) -> Any:
+        ids = list(ids)
+        if kept.intersection(ids):
+            read.wait(timeout=1.0)  # B's pages wait for A's read (one writer: they cannot)
+        found = real_read(conn, ids)
+        if moved["id"] in found and not read.is_set():
+            read.set()  # A's page holds here until B has marked, or for a second
+            marked.wait(timeout=1.0)
+        return found
+
+    def mark_missing(conn: Any, image_id: int, *args: Any, **kwargs: Any) -> int:
+        gone = real_mark(conn, image_id, *args, **kwargs)
+        if image_id == owner:
+            marked.set()
+        return gone
+
+    real_read, real_mark = image_scan.read_stored, image_scan.mark_missing
+    monkeypatch.setattr(image_scan, "read_stored", read_stored)
+    monkeypatch.setattr(image_scan, "mark_missing", mark_missing)
+
+    run = sync(api, database_url, full=True, workers=2)
+
+    assert run.outcome == "succeeded"
+    assert read.is_set()  # the interleaving was tried
+    row = next(row for row in read_rows(engine) if row["id"] == moved["id"])
+    assert (row["image_id"], row["missing_since"]) == (owner, None)
+    assert run.counters()["rows_missing"] == 0
+    assert run.counters()["rows_listed_elsewhere"] == 1
+
+
+def test_two_images_listing_a_new_action_at_once_store_it_once_under_one(
+    api: FakeApi, engine: Engine, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both images' first pages read the new action before either commits: without
+    turns both insert it, the later commit takes it over, and both count it new."""
+    first, second = list(api.world.actions)[:2]  # scanned side by side by two workers
+    shared = dict(api.world.actions[first][0])
+    api.world.actions[second].insert(0, dict(shared))
+    reads: list[int] = []
+    both = threading.Event()
+
+    def read_stored(conn: Any, ids: Any) -> Any:
+        ids = list(ids)
+        found = real_read(conn, ids)
+        if shared["id"] in ids and len(reads) < 2:
+            reads.append(shared["id"] in found)
+            if len(reads) == 2:
+                both.set()
+            both.wait(timeout=1.0)  # the first page to read waits for the other's read
+        return found
+
+    real_read = image_scan.read_stored
+    monkeypatch.setattr(image_scan, "read_stored", read_stored)
+
+    run = sync(api, database_url, workers=2)
+
+    distinct = {action["id"] for actions in api.world.actions.values() for action in actions}
+    assert run.outcome == "succeeded"
+    assert reads == [False, True]  # the second read what the first committed
+    assert run.counts.inserted == len(distinct) == len(read_rows(engine))
+    assert run.counters()["rows_listed_elsewhere"] == 1
+    owner = next(row["image_id"] for row in read_rows(engine) if row["id"] == shared["id"])
+    again = sync(api, database_url, workers=2)
+    assert next(r["image_id"] for r in read_rows(engine) if r["id"] == shared["id"]) == owner
+    assert (again.counts.inserted, again.counts.updated) == (0, 0)

@@ -14,6 +14,7 @@ from etl.source.client import ApiClient
 from etl.sync.coordinator import Coordinator
 from etl.sync.ratelimit import RateLimiter
 from etl.sync.results import ImageResult
+from etl.sync.turns import Turns
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class RunContext:
     # Actions this run saw listed under another image than the one that owns them: a
     # --full scan of the owner does not mark them missing.
     listed_elsewhere: set[int] = field(default_factory=set)
+    # Pages that share an action, and missing marks, take turns (see Turns).
+    turns: Turns = field(default_factory=Turns)
 
 
 @dataclass(frozen=True)

@@ -294,10 +294,10 @@ class ImageScan:
         return self.ctx.writer.submit(write, *args, **kwargs).result()
 
     def _mark_missing(self, listed: set[int]) -> None:
-        result = self.result
-        with self.ctx.engine.begin() as conn:
-            listed = listed | self.ctx.listed_elsewhere  # an action that moved is not missing
-            result.missing = mark_missing(conn, result.image_id, listed, now=self.ctx.now())
+        result, ctx = self.result, self.ctx
+        with ctx.turns.marking(), ctx.engine.begin() as conn:
+            listed = listed | ctx.listed_elsewhere  # an action that moved is not missing
+            result.missing = mark_missing(conn, result.image_id, listed, now=ctx.now())
         if result.missing:
             logger.warning(
                 "image %d: %d stored actions are no longer listed by the API; marked "
@@ -315,8 +315,9 @@ class ImageScan:
         """
         ctx, image_id = self.ctx, self.result.image_id
         now = ctx.now()
-        with ctx.engine.begin() as conn:
-            stored = read_stored(conn, page_ids(items))
+        ids = page_ids(items)
+        with ctx.turns.page(ids), ctx.engine.begin() as conn:
+            stored = read_stored(conn, ids)
             # The fingerprint covers the image too: one stored under another never matches.
             known = {
                 action_id: found.content_hash
