@@ -15,6 +15,7 @@ from etl.store.database import open_engine
 from etl.sync import image_scan
 from etl.sync.ratelimit import RateLimiter
 from etl.sync.run import run_sync
+from tests.support.databases import SERVER_DIALECT_PARAMS
 from tests.support.doubles import TOKEN
 from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
@@ -203,6 +204,8 @@ def test_every_write_of_a_scan_on_sqlite_comes_from_one_thread(tmp_path: Path) -
     assert all(name.startswith("write") for names in writers for name in names)
 
 
+# Several writers: on SQLite and DuckDB one thread writes every page and mark, in turn.
+@pytest.mark.parametrize("database_url", SERVER_DIALECT_PARAMS, indirect=True)
 def test_a_full_scan_never_marks_missing_an_action_another_image_lists_meanwhile(
     api: FakeApi, engine: Engine, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -210,19 +213,16 @@ def test_a_full_scan_never_marks_missing_an_action_another_image_lists_meanwhile
     missing) but not yet noted it as listed elsewhere when B's complete --full scan marks
     what B no longer lists: the mark must wait for A's page, or the table ends up saying
     that an action the API lists is missing."""
-    owner, lister = list(api.world.actions)[:2]  # scanned side by side by two workers
-    sync(api, database_url)
-    moved = api.world.actions[owner].pop(5)
-    api.world.actions[lister].insert(0, moved)
+    owner, moved = move_an_action(api, database_url)
     kept = {action["id"] for action in api.world.actions[owner]}
     read, marked = threading.Event(), threading.Event()
 
     def read_stored(conn: Any, ids: Any) -> Any:
         ids = list(ids)
         if kept.intersection(ids):
-            read.wait(timeout=1.0)  # B's pages wait for A's read (one writer: they cannot)
+            read.wait(timeout=1.0)  # B's pages wait for A's read
         found = real_read(conn, ids)
-        if moved["id"] in found and not read.is_set():
+        if moved in found and not read.is_set():
             read.set()  # A's page holds here until B has marked, or for a second
             marked.wait(timeout=1.0)
         return found
@@ -241,12 +241,72 @@ def test_a_full_scan_never_marks_missing_an_action_another_image_lists_meanwhile
 
     assert run.outcome == "succeeded"
     assert read.is_set()  # the interleaving was tried
-    row = next(row for row in read_rows(engine) if row["id"] == moved["id"])
+    row = next(row for row in read_rows(engine) if row["id"] == moved)
     assert (row["image_id"], row["missing_since"]) == (owner, None)
     assert run.counters()["rows_missing"] == 0
     assert run.counters()["rows_listed_elsewhere"] == 1
 
 
+@pytest.mark.parametrize("database_url", SERVER_DIALECT_PARAMS, indirect=True)
+def test_a_page_that_comes_while_a_full_scan_marks_reads_the_mark_and_clears_it(
+    api: FakeApi, engine: Engine, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B's mark has begun, without the moved action (no page has listed it yet), when A's
+    page that lists it arrives: the page must wait for the mark to commit, read the mark
+    and clear it; reading the row unmarked, it would leave it as it was, and then marked."""
+    owner, moved = move_an_action(api, database_url)
+    marking, read = threading.Event(), threading.Event()
+
+    def page_ids(items: Any) -> Any:
+        ids = real_ids(items)
+        if moved in ids:
+            marking.wait(timeout=2.0)  # A's page comes once B's mark has begun
+        return ids
+
+    def read_stored(conn: Any, ids: Any) -> Any:
+        if moved in ids:
+            read.set()
+        return real_read(conn, ids)
+
+    def mark_missing(conn: Any, image_id: int, *args: Any, **kwargs: Any) -> int:
+        if image_id == owner:
+            marking.set()
+            read.wait(timeout=0.5)  # a page let in now reads the row before it is marked
+        return real_mark(conn, image_id, *args, **kwargs)
+
+    real_ids, real_read, real_mark = (
+        image_scan.page_ids,
+        image_scan.read_stored,
+        image_scan.mark_missing,
+    )
+    monkeypatch.setattr(image_scan, "page_ids", page_ids)
+    monkeypatch.setattr(image_scan, "read_stored", read_stored)
+    monkeypatch.setattr(image_scan, "mark_missing", mark_missing)
+
+    run = sync(api, database_url, full=True, workers=2)
+
+    assert run.outcome == "succeeded"
+    assert (marking.is_set(), read.is_set()) == (True, True)
+    row = next(row for row in read_rows(engine) if row["id"] == moved)
+    assert (row["image_id"], row["missing_since"]) == (owner, None)
+    # Marked, then listed again: both are counted, and the table ends right.
+    assert (run.counters()["rows_missing"], run.counts.updated) == (1, 1)
+
+
+def move_an_action(api: FakeApi, database_url: str) -> tuple[int, int]:
+    """Sync, then move an action from the first image to the top of the second's listing.
+
+    Return the image that stores it and its id. The two images are scanned side by side
+    by a run's two workers.
+    """
+    owner, lister = list(api.world.actions)[:2]
+    sync(api, database_url)
+    moved = api.world.actions[owner].pop(5)
+    api.world.actions[lister].insert(0, moved)
+    return owner, moved["id"]
+
+
+@pytest.mark.parametrize("database_url", SERVER_DIALECT_PARAMS, indirect=True)
 def test_two_images_listing_a_new_action_at_once_store_it_once_under_one(
     api: FakeApi, engine: Engine, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

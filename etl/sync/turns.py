@@ -49,8 +49,9 @@ class Turns:
         with self._changed:
             self._changed.wait_for(lambda: not self._marking)
             self._marking = True  # no page starts from here on: those in flight drain
-            self._changed.wait_for(lambda: not self._pages)
         try:
+            with self._changed:
+                self._changed.wait_for(lambda: not self._pages)
             yield
         finally:
             with self._changed:
