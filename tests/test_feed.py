@@ -358,3 +358,28 @@ def test_an_image_that_vanished_is_failed_on_every_feed_run(
 
     assert [run.outcome for run in runs] == ["partial"] * 3
     assert [image in [i.image_id for i in run.images if i.gone] for run in runs] == [True] * 3
+
+
+def test_an_image_whose_last_scan_failed_part_way_is_scanned_until_it_completes(
+    engine: Engine, database_url: str
+) -> None:
+    """The image is new to the config, with a history below the watermark: its first scan
+    stores page 1 and fails on page 2. The feed will never show it those older actions, so
+    until a scan of it completes it is scanned like a new image, never left for an audit."""
+    world = World.generate(images=4, actions_per_image=45, seed=7)
+    world.finish_all()
+    first, second, added, fourth = world.actions
+    options = {"audit_images_per_run": 1, "workers": 2, "max_attempts": 1}
+    with ScriptedApi(world, token=TOKEN) as api:
+        sync(api, database_url, images=(first, second, fourth), **options)
+        api.faults.append(Fault("status", 500, path=f"/v2/images/{added}/actions", skip=1))
+        failed = sync(api, database_url, **options)
+        runs = [sync(api, database_url, **options) for _ in range(2)]
+
+    assert (failed.strategy, failed.outcome) == ("feed", "partial")
+    assert [run.strategy for run in runs] == ["feed", "feed"]
+    assert [run.outcome for run in runs] == ["succeeded", "succeeded"]
+    scanned = [{image.image_id for image in run.images if image.scanned} for run in runs]
+    assert added in scanned[0]
+    assert added not in scanned[1]  # complete now: the feed and the audits take it over
+    assert without_bookkeeping(read_rows(engine)) == expected_table(world)

@@ -48,10 +48,11 @@ def save_watermark(conn: Connection, mark: Watermark, *, run_id: int, now: datet
 
 @dataclass(frozen=True)
 class Checked:
-    """When an image was last scanned, and whether the API then said it is gone."""
+    """When an image was last scanned, and what that scan left."""
 
     at: datetime
-    gone: bool
+    gone: bool  # the API said the image is gone
+    complete: bool  # the stored actions were the image's whole listing when it ended
 
 
 def last_checked(conn: Connection, image_ids: Sequence[int]) -> dict[int, Checked]:
@@ -60,7 +61,7 @@ def last_checked(conn: Connection, image_ids: Sequence[int]) -> dict[int, Checke
     state = image_sync_state.c
     for start in range(0, len(image_ids), 1000):
         chunk = list(image_ids[start : start + 1000])
-        query = select(state.image_id, state.last_attempt_at, state.gone)
+        query = select(state.image_id, state.last_attempt_at, state.gone, state.scan_complete)
         for row in conn.execute(query.where(state.image_id.in_(chunk))):
-            found[row.image_id] = Checked(row.last_attempt_at, row.gone)
+            found[row.image_id] = Checked(row.last_attempt_at, row.gone, row.scan_complete)
     return found

@@ -38,9 +38,10 @@ def make_plan(ctx: RunContext, settings: Settings, images: list[int]) -> Plan:
 
     ``per-image`` scans every image, as always. ``feed`` and ``auto`` read the feed's page 1
     (the candidate watermark); with a stored watermark and no ``--full``, they read on down
-    to it and scan only the images it touched, new images and an audit slice, and refresh
-    the unfinished actions of the rest. Any doubt about the feed (and for ``auto``, a feed
-    that would cost more than scanning the images) means every image is scanned.
+    to it and scan only the images it touched, new and gone images, images whose last scan
+    did not complete, and an audit slice, and refresh the unfinished actions of the rest.
+    Any doubt about the feed (and for ``auto``, a feed that would cost more than scanning
+    the images) means every image is scanned.
     """
     everything = [ScanOrder(image_id) for image_id in images]
     if settings.strategy == "per-image":
@@ -69,29 +70,34 @@ def make_plan(ctx: RunContext, settings: Settings, images: list[int]) -> Plan:
     new = [image_id for image_id in images if image_id not in checked]
     # An image the API said is gone is asked again every run, as per image: it stays failed.
     gone = [i for i in images if i in checked and checked[i].gone]
-    touched = [i for i in images if i in read.touched and i in checked and i not in gone]
+    # So is one whose last scan did not complete (it failed part way, or its count never
+    # matched meta.total): what is stored of it may lack actions below the watermark.
+    unsettled = [i for i in images if i in checked and not (checked[i].gone or checked[i].complete)]
+    settled = [i for i in images if i in checked and checked[i].complete and not checked[i].gone]
+    touched = [i for i in settled if i in read.touched]
     untouched = sorted(
-        (i for i in images if i in checked and i not in read.touched and i not in gone),
-        key=lambda image_id: checked[image_id].at,
+        (i for i in settled if i not in read.touched), key=lambda image_id: checked[image_id].at
     )
     audits = untouched[: audit_slice(settings, len(images))]
     rest = untouched[len(audits) :]
     refreshes = [image_id for image_id in rest if unfinished.get(image_id)]
     orders = [
         *(ScanOrder(i, touched=True) for i in touched),
-        *(ScanOrder(i) for i in (*new, *gone)),
+        *(ScanOrder(i) for i in (*new, *gone, *unsettled)),
         *(ScanOrder(i, audit=True) for i in audits),
         *(ScanOrder(i, refresh_only=True) for i in refreshes),
     ]
     logger.info(
         "strategy %s: the feed (%d pages down to the watermark, about %d estimated) touched "
-        "%d of %d images; scanning them, %d new and %d audited, instead of all %d",
+        "%d of %d images; scanning them, %d new, %d whose last scan did not complete and %d "
+        "audited, instead of all %d",
         settings.strategy,
         read.pages,
         read.estimate or 0,
         len(touched),
         len(images),
         len(new),
+        len(unsettled),
         len(audits),
         len(images),
     )
