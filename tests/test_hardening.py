@@ -147,6 +147,29 @@ def test_full_marks_what_the_api_stopped_listing_and_clears_it_when_listed_again
     assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
 
 
+def test_an_incremental_run_clears_the_mark_of_an_action_listed_again_past_page_1(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    """Marked missing, then listed again on page 3: the stored count that decides whether
+    the scan may stop counts listed actions only, so the scan reads on to it; and while it
+    stays unlisted, incremental runs still stop after page 1."""
+    image = first_image(api)
+    sync(api, database_url)
+    dropped = api.world.actions[image].pop(42)  # page 3 of 3 at 20 a page
+    sync(api, database_url, full=True)
+    unlisted = sync(api, database_url)
+
+    api.world.actions[image].insert(42, dropped)
+    listed = sync(api, database_url)
+
+    scan = next(i for i in unlisted.images if i.image_id == image)
+    assert (scan.stopped_early, scan.pages) == (True, 1)
+    assert listed.outcome == "succeeded"
+    assert listed.counts.updated == 1
+    assert rows_of(engine, image)[dropped["id"]]["missing_since"] is None
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+
+
 def test_an_incomplete_full_scan_marks_nothing_missing(
     api: FakeApi, engine: Engine, database_url: str
 ) -> None:

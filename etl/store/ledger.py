@@ -200,7 +200,9 @@ _SCAN_STARTED = (
     .values(scan_complete=False, first_page_digest=None)
 )
 _STORED_COUNT = (
-    select(func.count()).select_from(image_actions).where(image_actions.c.image_id == _IMAGE)
+    select(func.count())
+    .select_from(image_actions)
+    .where(image_actions.c.image_id == _IMAGE, image_actions.c.missing_since.is_(None))
 )
 _LISTED = select(image_actions.c.id).where(
     image_actions.c.image_id == _IMAGE, image_actions.c.missing_since.is_(None)
@@ -285,7 +287,11 @@ def save_rejected(
 
 
 def stored_count(conn: Connection, image_id: int) -> int:
-    """Return how many actions are stored for an image."""
+    """Return how many of an image's stored actions it listed when last scanned.
+
+    Those marked missing are left out: meta.total does not count them, and one listed
+    again is an action the scan must reach, as a new one.
+    """
     return int(conn.execute(_STORED_COUNT, {"image": image_id}).scalar_one())
 
 

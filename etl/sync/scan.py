@@ -31,7 +31,7 @@ class ScanState:
     beyond what is stored.
     """
 
-    stored: int  # actions stored for the image before the scan
+    stored: int  # actions stored for the image before the scan, but those marked missing
     may_stop: bool
     seen: set[int] = field(default_factory=set)
     nameless: int = 0  # rejected actions without a usable id count once each
