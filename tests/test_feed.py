@@ -383,3 +383,47 @@ def test_an_image_whose_last_scan_failed_part_way_is_scanned_until_it_completes(
     assert added in scanned[0]
     assert added not in scanned[1]  # complete now: the feed and the audits take it over
     assert without_bookkeeping(read_rows(engine)) == expected_table(world)
+
+
+class LaggingApi(ScriptedApi):
+    """The API, whose image listings do not yet show the actions in ``lagging``."""
+
+    lagging: frozenset[int] = frozenset()
+
+    def _list_actions(self, image_id: int, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        status, body = super()._list_actions(image_id, query)
+        if status == 200 and self.lagging:
+            shown = [action for action in body["actions"] if action["id"] not in self.lagging]
+            body["meta"]["total"] -= len(body["actions"]) - len(shown)
+            body["actions"] = shown
+        return status, body
+
+
+def test_an_action_the_feed_shows_before_its_images_listing_is_looked_for_again(
+    engine: Engine, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The feed shows the image's new action, but the image's own listing (what is
+    stored) does not yet: the run keeps the feed's watermark, so the next run reads the
+    feed down to it again and stores the action once the listing shows it."""
+    world = World.generate(images=4, actions_per_image=45, seed=7)
+    world.finish_all()
+    image = next(iter(world.actions))
+    with LaggingApi(world, token=TOKEN) as api:
+        sync(api, database_url, audit_images_per_run=1)
+        before = read_rows(engine, feed_state)[0]["watermark_id"]
+        (new,) = world.add_actions(image, 1)
+        world.finish_all()
+        api.lagging = frozenset({new["id"]})
+        behind = sync(api, database_url, audit_images_per_run=1)
+        held = read_rows(engine, feed_state)[0]["watermark_id"]
+        api.lagging = frozenset()
+        caught_up = sync(api, database_url, audit_images_per_run=1)
+
+    assert (behind.strategy, behind.outcome) == ("feed", "succeeded")
+    assert [i.unlisted for i in behind.images if i.image_id == image] == [1]
+    assert "its own listing does not" in caplog.text
+    assert held == before  # the watermark stayed below the action
+    assert caught_up.strategy == "feed"
+    assert caught_up.counts.inserted == 1
+    assert read_rows(engine, feed_state)[0]["watermark_id"] == new["id"]
+    assert without_bookkeeping(read_rows(engine)) == expected_table(world)

@@ -47,6 +47,8 @@ class ScanOrder:
     image_id: int
     full: bool | None = None  # None: as the run says
     touched: bool = False  # the feed showed new actions: its own listing is read for them
+    # The new actions the feed showed of the image: its listing must show them too.
+    shown: frozenset[int] = frozenset()
     refresh_only: bool = False  # only refresh stored unfinished actions
     audit: bool = False  # untouched by the feed: checked to catch what the feed missed
 

@@ -28,8 +28,9 @@ class FeedRead:
     """What one read of the feed found."""
 
     newest: Watermark | None = None  # page 1's newest action: the run's candidate watermark
-    # Images the feed showed new actions of, and how many: their own listings are the truth.
-    touched: dict[int, int] = field(default_factory=dict)
+    # Images the feed showed new actions of, and those actions' ids: their own listings are
+    # the truth, and must show them.
+    touched: dict[int, set[int]] = field(default_factory=dict)
     pages: int = 0
     estimate: int | None = None  # pages the growth since the watermark needs
     doubt: str | None = None  # why the feed cannot be trusted this run
@@ -126,7 +127,7 @@ def _read(
             newer += 1
             image = _usable(item.get("resource_id"))
             if item.get("resource_type") == "image" and image is not None and wanted(image):
-                read.touched[image] = read.touched.get(image, 0) + 1
+                read.touched.setdefault(image, set()).add(action_id)
         if page.number >= allowed:
             read.doubt = (
                 f"the feed did not reach the watermark within the {allowed} pages its "

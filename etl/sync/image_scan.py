@@ -88,6 +88,7 @@ class ImageScan:
         self.order = order
         self.full = ctx.full if order.full is None else order.full
         self._changing = False  # this scan has written to the image's stored actions
+        self._seen: set[int] = set()  # the actions the last scan's pages listed
 
     def run(self) -> ImageResult:
         """Scan the image; see scan_image."""
@@ -96,6 +97,7 @@ class ImageScan:
         requests_before = client.thread_requests  # other workers count their own
         try:
             self._scan()
+            self._check_shown()
         except NotFoundError as exc:
             logger.error("image %d failed: %s", result.image_id, exc, extra=self._fields())
             result.error, result.gone = client.redact(str(exc)), True
@@ -152,6 +154,7 @@ class ImageScan:
         for scan_number in range(1, SCANS_PER_IMAGE + 1):
             first = scan_number == 1
             state = ScanState(stored=stored_before, may_stop=may_stop and first)
+            self._seen = state.seen
             pages = iter_image_action_pages(
                 ctx.client,
                 image_id,
@@ -187,6 +190,29 @@ class ImageScan:
                 result.total,
                 scan_number,
                 SCANS_PER_IMAGE,
+                extra=self._fields(),
+            )
+
+    def _check_shown(self) -> None:
+        """Count the new actions the feed showed of the image that its listing did not.
+
+        One the listing did not show and nothing stores is not in the table: the listing
+        lags behind the feed (or the feed invented it). The run then keeps its watermark,
+        so the next run reads the feed down to it again and looks for it once more.
+        """
+        unseen = self.order.shown - self._seen
+        if not unseen or not self.result.scanned:
+            return
+        with self.ctx.engine.connect().execution_options(read_only=True) as conn:
+            unlisted = unseen - read_stored(conn, unseen).keys()
+        self.result.unlisted = len(unlisted)
+        if unlisted:
+            logger.warning(
+                "image %d: the feed showed %d new actions its own listing does not (%s); "
+                "the feed's watermark stays, so the next run looks for them again",
+                self.result.image_id,
+                len(unlisted),
+                ", ".join(map(str, sorted(unlisted)[:5])),
                 extra=self._fields(),
             )
 

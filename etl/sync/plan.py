@@ -82,7 +82,7 @@ def make_plan(ctx: RunContext, settings: Settings, images: list[int]) -> Plan:
     rest = untouched[len(audits) :]
     refreshes = [image_id for image_id in rest if unfinished.get(image_id)]
     orders = [
-        *(ScanOrder(i, touched=True) for i in touched),
+        *(ScanOrder(i, touched=True, shown=frozenset(read.touched[i])) for i in touched),
         *(ScanOrder(i) for i in (*new, *gone, *unsettled)),
         *(ScanOrder(i, audit=True) for i in audits),
         *(ScanOrder(i, refresh_only=True) for i in refreshes),

@@ -46,6 +46,7 @@ class ImageResult:
     audit: bool = False  # checked though the feed did not touch it
     feed_miss: bool = False  # the audit found actions the feed did not show
     touched: bool = False  # the account feed showed it new actions
+    unlisted: int = 0  # of those, actions its listing did not show and nothing stores
     gone: bool = False
     error: str | None = None
     first_page_digest: str | None = None  # of the last scan's first page

@@ -172,6 +172,8 @@ class _Run:
                 if image is not None:
                     self.result.images.append(image)  # one cut short still counts its pages
                     self.record(image)
+        if any(image.unlisted for image in self.result.images):
+            self.candidate = None  # the next run reads the feed down to the old one again
         self.result.requests = self.client.stats.requests
         self.result.by_kind = dict(self.client.stats.by_kind)
         self.result.retries = self.client.stats.retries
