@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine, update
 
 from etl.fake import World
-from etl.store.schema import feed_state, sync_runs
+from etl.store.schema import feed_state, image_sync_state, sync_runs
 from etl.sync.results import RunResult
 from tests.support.doubles import TOKEN
 from tests.support.faults import Fault, FaultPlan
@@ -427,3 +427,24 @@ def test_an_action_the_feed_shows_before_its_images_listing_is_looked_for_again(
     assert caught_up.counts.inserted == 1
     assert read_rows(engine, feed_state)[0]["watermark_id"] == new["id"]
     assert without_bookkeeping(read_rows(engine)) == expected_table(world)
+
+
+def test_refreshing_an_images_unfinished_actions_keeps_its_last_scan_complete(
+    engine: Engine, database_url: str
+) -> None:
+    """A refresh rewrites stored rows, never which rows are stored: the image's next scan
+    (here its audit) may still stop after page 1."""
+    world = World.generate(images=3, actions_per_image=45, seed=7)
+    assert any(a["status"] == "in-progress" for a in world.actions[next(iter(world.actions))])
+    with ScriptedApi(world, token=TOKEN) as api:
+        sync(api, database_url, audit_images_per_run=1)
+        world.finish_all()
+        refreshing = sync(api, database_url, audit_images_per_run=1)
+        audits = [sync(api, database_url, audit_images_per_run=1) for _ in range(2)]
+
+    refreshed = {image.image_id for image in refreshing.images if image.refreshed}
+    assert refreshed
+    assert all(row["scan_complete"] for row in read_rows(engine, image_sync_state))
+    audited = [image for run in audits for image in run.images if image.image_id in refreshed]
+    assert audited
+    assert all((image.audit, image.pages) == (True, 1) for image in audited)

@@ -363,8 +363,9 @@ class ImageScan:
             counts += UpsertCounts(unchanged=split.unchanged)
             rejected = split.rejected
             wrote = counts.inserted + counts.updated + len(rejected)
-            if ctx.write and wrote and not self._changing:
-                # Until this scan ends, the stored actions are not a complete scan.
+            if ctx.write and wrote and page and not self._changing:
+                # Until this scan ends, the stored actions are not a complete scan. (Not so
+                # for refreshed actions, page 0: their rows change, never which are stored.)
                 mark_scan_started(conn, image_id)
                 self._changing = True
             if ctx.write and ctx.run_id is not None:
