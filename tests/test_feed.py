@@ -448,3 +448,38 @@ def test_refreshing_an_images_unfinished_actions_keeps_its_last_scan_complete(
     audited = [image for run in audits for image in run.images if image.image_id in refreshed]
     assert audited
     assert all((image.audit, image.pages) == (True, 1) for image in audited)
+
+
+def test_an_image_scanned_twice_in_a_run_counts_each_action_once(
+    engine: Engine, database_url: str
+) -> None:
+    """An audit that finds a feed miss scans the image again, fully; a scan whose count
+    disagrees with meta.total is repeated. Each action is still counted once: what the
+    first scan wrote, the second finds unchanged."""
+    world = World.generate(images=1, actions_per_image=45, seed=7)
+    world.finish_all()
+    (image,) = world.actions
+    with ScriptedApi(world, token=TOKEN) as api:
+        sync(api, database_url, audit_images_per_run=1)
+        (missed,) = world.add_actions(image, 1)
+        world.finish_all()
+        api.feed_hides.add(missed["id"])
+        audited = sync(api, database_url, audit_images_per_run=1)
+        world.add_actions(image, 2)
+        world.finish_all()
+        api.total_override[image] = 99  # a lie that a second scan cannot reconcile either
+        repeated = sync(api, database_url, strategy="per-image")
+
+    assert [i.feed_miss for i in audited.images] == [True]
+    assert (audited.counts.inserted, audited.counts.updated, audited.counts.unchanged) == (
+        1,
+        0,
+        45,
+    )
+    assert repeated.outcome == "failed"  # its one image is incomplete
+    assert [i.pages for i in repeated.images] == [6]  # two scans of 3 pages
+    assert (repeated.counts.inserted, repeated.counts.updated, repeated.counts.unchanged) == (
+        2,
+        0,
+        46,
+    )

@@ -25,7 +25,7 @@ from etl.store.schema import json_depth_limit
 from etl.sync.context import RunContext, ScanOrder
 from etl.sync.coordinator import LATCHED
 from etl.sync.pages import Split, page_ids, split_page
-from etl.sync.results import ImageResult
+from etl.sync.results import ImageResult, rescanned
 from etl.sync.scan import ScanState
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def run_order(ctx: RunContext, order: ScanOrder) -> ImageResult:
     full = ScanOrder(order.image_id, full=True, audit=True)
     again = ImageScan(ctx, ImageResult(order.image_id, audit=True), order=full).run()
     again.feed_miss = True
-    again.counts += result.counts
+    again.counts = rescanned(result.counts, again.counts)
     again.pages += result.pages
     again.requests += result.requests
     return again
@@ -89,6 +89,7 @@ class ImageScan:
         self.full = ctx.full if order.full is None else order.full
         self._changing = False  # this scan has written to the image's stored actions
         self._seen: set[int] = set()  # the actions the last scan's pages listed
+        self._first: UpsertCounts | None = None  # the first scan's, once a second one began
 
     def run(self) -> ImageResult:
         """Scan the image; see scan_image."""
@@ -113,6 +114,8 @@ class ImageScan:
             result.finished = False
             self.ctx.coordinator.end_run(exc)
         finally:
+            if self._first is not None:
+                result.counts = rescanned(self._first, result.counts)
             result.requests = client.thread_requests - requests_before
             result.seconds = time.monotonic() - started
         logger.debug(
@@ -153,6 +156,8 @@ class ImageScan:
             unparsed = known_digest if not running else None
         for scan_number in range(1, SCANS_PER_IMAGE + 1):
             first = scan_number == 1
+            if not first:  # it reads the whole listing again: see rescanned
+                self._first, result.counts = result.counts, UpsertCounts()
             state = ScanState(stored=stored_before, may_stop=may_stop and first)
             self._seen = state.seen
             pages = iter_image_action_pages(

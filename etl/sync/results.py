@@ -62,6 +62,20 @@ class ImageResult:
         return self.ok and not self.rejected
 
 
+def rescanned(first: UpsertCounts, second: UpsertCounts) -> UpsertCounts:
+    """Return an image's counts when a second scan in the run read its whole listing again.
+
+    Each action counts once: what the first scan inserted or updated, the second finds
+    unchanged; what the first found unchanged, the second finds again.
+    """
+    return UpsertCounts(
+        first.inserted + second.inserted,
+        first.updated + second.updated,
+        max(second.unchanged - first.inserted - first.updated, 0),
+        second.elsewhere,
+    )
+
+
 @dataclass
 class RunResult:
     """What a whole sync run did, image by image."""
