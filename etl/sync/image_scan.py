@@ -146,9 +146,10 @@ class ImageScan:
         ctx, result = self.ctx, self.result
         image_id = result.image_id
         with ctx.engine.connect().execution_options(read_only=True) as conn:
-            stored_before = stored_count(conn, image_id)
             known = known_state(conn, image_id)
             may_stop = known.scan_complete and not self.full
+            # Only a scan that may stop early weighs meta.total against what is stored.
+            stored_before = stored_count(conn, image_id) if may_stop else 0
             known_digest = known.first_page_digest if may_stop else None
             # Without unfinished actions to refresh, a known first page need not be parsed:
             # its ids are not needed, and its meta.total is the one recorded with it.
