@@ -241,16 +241,23 @@ def _listed_ids(conn: Connection, image_id: int) -> list[int]:
     return list(conn.execute(_LISTED, {"image": image_id}).scalars())
 
 
-def mark_missing(conn: Connection, image_id: int, listed: set[int], *, now: datetime) -> int:
-    """Mark the image's stored actions that ``listed`` (a complete scan) lacks; return how many.
+def unlisted_ids(conn: Connection, image_id: int, listed: set[int]) -> list[int]:
+    """Return the image's stored actions, not marked missing, that ``listed`` lacks."""
+    return [action_id for action_id in _listed_ids(conn, image_id) if action_id not in listed]
+
+
+def mark_missing(conn: Connection, image_id: int, gone: Sequence[int], *, now: datetime) -> int:
+    """Mark the image's stored actions ``gone`` (see unlisted_ids); return how many.
 
     Rows are never deleted: ``missing_since`` says since when the API stopped listing them.
     """
-    gone = [action_id for action_id in _listed_ids(conn, image_id) if action_id not in listed]
     for start in range(0, len(gone), 1000):
         conn.execute(
             update(image_actions)
-            .where(image_actions.c.id.in_(gone[start : start + 1000]))
+            .where(
+                image_actions.c.image_id == image_id,
+                image_actions.c.id.in_(gone[start : start + 1000]),
+            )
             .values(missing_since=now)
         )
     return len(gone)

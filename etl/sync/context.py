@@ -36,7 +36,7 @@ class RunContext:
     # Actions this run saw listed under another image than the one that owns them: a
     # --full scan of the owner does not mark them missing.
     listed_elsewhere: set[int] = field(default_factory=set)
-    # Pages that share an action, and missing marks, take turns (see Turns).
+    # Pages and missing marks that share an action take turns (see Turns).
     turns: Turns = field(default_factory=Turns)
 
 
@@ -46,11 +46,16 @@ class ScanOrder:
 
     image_id: int
     full: bool | None = None  # None: as the run says
-    touched: bool = False  # the feed showed new actions: its own listing is read for them
-    # The new actions the feed showed of the image: its listing must show them too.
+    # The new actions the feed showed of the image: its listing is read for them, and must
+    # show them.
     shown: frozenset[int] = frozenset()
     refresh_only: bool = False  # only refresh stored unfinished actions
     audit: bool = False  # untouched by the feed: checked to catch what the feed missed
+
+    @property
+    def touched(self) -> bool:
+        """Return whether the feed showed new actions of the image."""
+        return bool(self.shown)
 
 
 def open_client(

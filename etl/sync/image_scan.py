@@ -19,6 +19,7 @@ from etl.store.ledger import (
     save_rejected,
     stored_count,
     unfinished_ids,
+    unlisted_ids,
 )
 from etl.store.load import UpsertCounts, read_stored, upsert_actions
 from etl.store.schema import json_depth_limit
@@ -73,7 +74,8 @@ def run_order(ctx: RunContext, order: ScanOrder) -> ImageResult:
     full = ScanOrder(order.image_id, full=True, audit=True)
     again = ImageScan(ctx, ImageResult(order.image_id, audit=True), order=full).run()
     again.feed_miss = True
-    again.counts = rescanned(result.counts, again.counts)
+    whole = again.finished and again.error is None
+    again.counts = rescanned(result.counts, again.counts, whole=whole, wrote=ctx.write)
     again.pages += result.pages
     again.requests += result.requests
     return again
@@ -89,7 +91,9 @@ class ImageScan:
         self.full = ctx.full if order.full is None else order.full
         self._changing = False  # this scan has written to the image's stored actions
         self._seen: set[int] = set()  # the actions the last scan's pages listed
-        self._first: UpsertCounts | None = None  # the first scan's, once a second one began
+        # The first scan's counts, rejects and undocumented statuses, once a second began.
+        self._first: tuple[UpsertCounts, int, int] | None = None
+        self._whole = False  # the second scan read to the last page
 
     def run(self) -> ImageResult:
         """Scan the image; see scan_image."""
@@ -115,7 +119,7 @@ class ImageScan:
             self.ctx.coordinator.end_run(exc)
         finally:
             if self._first is not None:
-                result.counts = rescanned(self._first, result.counts)
+                self._count_once(*self._first)
             result.requests = client.thread_requests - requests_before
             result.seconds = time.monotonic() - started
         logger.debug(
@@ -158,7 +162,8 @@ class ImageScan:
         for scan_number in range(1, SCANS_PER_IMAGE + 1):
             first = scan_number == 1
             if not first:  # it reads the whole listing again: see rescanned
-                self._first, result.counts = result.counts, UpsertCounts()
+                self._first = (result.counts, result.rejected, result.unknown_statuses)
+                result.counts, result.rejected, result.unknown_statuses = UpsertCounts(), 0, 0
             state = ScanState(stored=stored_before, may_stop=may_stop and first)
             self._seen = state.seen
             pages = iter_image_action_pages(
@@ -171,6 +176,7 @@ class ImageScan:
             )
             if not state.may_stop:  # it reads to the end
                 self._take_pages_overlapped(pages, state)
+                self._whole = not first
             else:
                 self._take_pages(pages, state, known, stored_before)
             result.ordered = state.ordered
@@ -198,6 +204,18 @@ class ImageScan:
                 SCANS_PER_IMAGE,
                 extra=self._fields(),
             )
+
+    def _count_once(self, counts: UpsertCounts, rejected: int, unknown: int) -> None:
+        """Count each action once after a second scan of the image (see rescanned).
+
+        What the first scan rejected or found undocumented, a second that read to the last
+        page found again.
+        """
+        result = self.result
+        result.counts = rescanned(counts, result.counts, whole=self._whole, wrote=self.ctx.write)
+        if not self._whole:
+            result.rejected = max(result.rejected, rejected)
+            result.unknown_statuses = max(result.unknown_statuses, unknown)
 
     def _check_shown(self) -> None:
         """Count the new actions the feed showed of the image that its listing did not.
@@ -326,10 +344,17 @@ class ImageScan:
         return self.ctx.writer.submit(write, *args, **kwargs).result()
 
     def _mark_missing(self, listed: set[int]) -> None:
+        """Mark what a complete --full scan did not list, but actions listed elsewhere."""
         result, ctx = self.result, self.ctx
-        with ctx.turns.marking(), ctx.engine.begin() as conn:
-            listed = listed | ctx.listed_elsewhere  # an action that moved is not missing
-            result.missing = mark_missing(conn, result.image_id, listed, now=ctx.now())
+        with ctx.engine.connect().execution_options(read_only=True) as conn:
+            unlisted = unlisted_ids(conn, result.image_id, listed | ctx.listed_elsewhere)
+        if not unlisted:
+            return
+        # Pages in flight that list one of them commit first (noting it listed elsewhere),
+        # and later ones wait for the marks, read them and clear them: see Turns.
+        with ctx.turns.turn(unlisted), ctx.engine.begin() as conn:
+            gone = [action_id for action_id in unlisted if action_id not in ctx.listed_elsewhere]
+            result.missing = mark_missing(conn, result.image_id, gone, now=ctx.now())
         if result.missing:
             logger.warning(
                 "image %d: %d stored actions are no longer listed by the API; marked "
@@ -348,7 +373,7 @@ class ImageScan:
         ctx, image_id = self.ctx, self.result.image_id
         now = ctx.now()
         ids = page_ids(items)
-        with ctx.turns.page(ids), ctx.engine.begin() as conn:
+        with ctx.turns.turn(ids), ctx.engine.begin() as conn:
             stored = read_stored(conn, ids)
             # The fingerprint covers the image too: one stored under another never matches.
             known = {

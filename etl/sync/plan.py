@@ -78,12 +78,13 @@ def make_plan(ctx: RunContext, settings: Settings, images: list[int]) -> Plan:
     untouched = sorted(
         (i for i in settled if i not in read.touched), key=lambda image_id: checked[image_id].at
     )
+    scanned = [*touched, *new, *gone, *unsettled]
     audits = untouched[: audit_slice(settings, len(images))]
     rest = untouched[len(audits) :]
     refreshes = [image_id for image_id in rest if unfinished.get(image_id)]
     orders = [
-        *(ScanOrder(i, touched=True, shown=frozenset(read.touched[i])) for i in touched),
-        *(ScanOrder(i) for i in (*new, *gone, *unsettled)),
+        # Whatever the feed showed of an image, its listing must show too (see _check_shown).
+        *(ScanOrder(i, shown=frozenset(read.touched.get(i, ()))) for i in scanned),
         *(ScanOrder(i, audit=True) for i in audits),
         *(ScanOrder(i, refresh_only=True) for i in refreshes),
     ]

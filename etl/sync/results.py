@@ -62,18 +62,25 @@ class ImageResult:
         return self.ok and not self.rejected
 
 
-def rescanned(first: UpsertCounts, second: UpsertCounts) -> UpsertCounts:
-    """Return an image's counts when a second scan in the run read its whole listing again.
+def rescanned(
+    first: UpsertCounts, second: UpsertCounts, *, whole: bool, wrote: bool
+) -> UpsertCounts:
+    """Return an image's counts when a second scan in the run read its listing again.
 
-    Each action counts once: what the first scan inserted or updated, the second finds
-    unchanged; what the first found unchanged, the second finds again.
+    Each action counts once. ``whole``: the second scan read to the last page, finding
+    what the first inserted or updated unchanged, and what the first found unchanged
+    again. Else the first's unchanged stand, less what the second then updated.
+    ``wrote``: the first scan's writes were stored; in a dry run the second counts the
+    same actions the same way over again.
     """
-    return UpsertCounts(
-        first.inserted + second.inserted,
-        first.updated + second.updated,
-        max(second.unchanged - first.inserted - first.updated, 0),
-        second.elsewhere,
-    )
+    if not wrote:
+        return second if whole else first
+    inserted, updated = first.inserted + second.inserted, first.updated + second.updated
+    if not whole:
+        unchanged = max(first.unchanged - second.updated, 0)
+        return UpsertCounts(inserted, updated, unchanged, max(first.elsewhere, second.elsewhere))
+    unchanged = max(second.unchanged - first.inserted - first.updated, 0)
+    return UpsertCounts(inserted, updated, unchanged, second.elsewhere)
 
 
 @dataclass
