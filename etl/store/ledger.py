@@ -294,10 +294,11 @@ def save_rejected(
 
 
 def stored_count(conn: Connection, image_id: int) -> int:
-    """Return how many of an image's stored actions it listed when last scanned.
+    """Return how many actions are stored for an image, leaving out those marked missing.
 
-    Those marked missing are left out: meta.total does not count them, and one listed
-    again is an action the scan must reach, as a new one.
+    meta.total does not count an action the API stopped listing. One listed again is
+    rewritten (counted updated, never new), so a scan that finds it cannot account for
+    meta.total's growth with new actions alone, and reads to the last page.
     """
     return int(conn.execute(_STORED_COUNT, {"image": image_id}).scalar_one())
 

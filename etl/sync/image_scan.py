@@ -305,8 +305,9 @@ class ImageScan:
     def _take_known_page(self, page: Page, seen: set[int], stored: int) -> None:
         """Take a first page byte-identical to the last clean sync's as read, and stop there.
 
-        Same bytes, and meta.total equal to the rows stored: nothing on it or past it is
-        new or changed; only stored in-progress actions elsewhere get refreshed.
+        Same bytes, and meta.total equal to the rows stored (not marked missing): nothing
+        on it or past it is new or changed; only stored in-progress actions elsewhere get
+        refreshed.
         """
         ids = {item.get("id") for item in page.items if isinstance(item, dict)}
         seen.update(i for i in ids if isinstance(i, int))

@@ -26,9 +26,10 @@ class ScanState:
     page may end the scan once every page so far ran newest first and the page held an
     action already stored: new actions come first in a newest-first listing, so past a
     stored one every action is older, and stored. Two checks stand beside the order:
-    ``meta.total`` is not below what is stored (actions are never deleted), and the
-    actions the stored table lacked account for every action ``meta.total`` counts
-    beyond what is stored.
+    ``meta.total`` is not below ``stored`` (actions are never deleted), and the actions
+    the stored table lacked account for every action ``meta.total`` counts beyond
+    ``stored``. (``stored`` leaves out actions marked missing: meta.total does not count
+    them.)
     """
 
     stored: int  # actions stored for the image before the scan, but those marked missing
