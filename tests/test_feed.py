@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Engine, update
 
 from etl.fake import World
+from etl.ops.summary import run_to_dict
 from etl.store.schema import feed_state, image_sync_state, sync_runs
 from etl.sync.results import RunResult
 from tests.support.doubles import TOKEN
@@ -424,6 +425,9 @@ def test_an_action_the_feed_shows_before_its_images_listing_is_looked_for_again(
 
     assert (behind.strategy, behind.outcome) == ("feed", "succeeded")
     assert [i.unlisted for i in behind.images if i.image_id == image] == [1]
+    summary = run_to_dict(behind)  # what --json prints
+    assert summary["unlisted"] == 1
+    assert [i["unlisted"] for i in summary["images"] if i["image_id"] == image] == [1]
     assert "its own listing does not" in caplog.text
     assert held == before  # the watermark stayed below the action
     assert caught_up.strategy == "feed"

@@ -102,6 +102,8 @@ def run_to_dict(run: RunResult) -> dict[str, Any]:
         "unknown_statuses": counters["unknown_statuses"],
         "missing": counters["rows_missing"],
         "listed_elsewhere": counters["rows_listed_elsewhere"],
+        # New actions the feed showed that their images' listings did not: the watermark held.
+        "unlisted": sum(image.unlisted for image in run.images),
         "signal": run.signal,
         "strategy": run.strategy,
         "requests_by_kind": run.requests_by_kind(),
@@ -118,6 +120,7 @@ def run_to_dict(run: RunResult) -> dict[str, Any]:
                 "refreshed": image.refreshed,
                 "unknown_statuses": image.unknown_statuses,
                 "missing": image.missing,
+                "unlisted": image.unlisted,
                 "meta_total": image.total,
                 "received": image.received,
                 "stopped_early": image.stopped_early,
