@@ -199,14 +199,10 @@ _SCAN_STARTED = (
     .where(image_sync_state.c.image_id == _IMAGE)
     .values(scan_complete=False, first_page_digest=None)
 )
-_STORED_COUNT = (
-    select(func.count())
-    .select_from(image_actions)
-    .where(image_actions.c.image_id == _IMAGE, image_actions.c.missing_since.is_(None))
-)
-_LISTED = select(image_actions.c.id).where(
-    image_actions.c.image_id == _IMAGE, image_actions.c.missing_since.is_(None)
-)
+# An image's stored actions that are not marked missing: those its last scans listed.
+_LISTED_ROWS = (image_actions.c.image_id == _IMAGE, image_actions.c.missing_since.is_(None))
+_STORED_COUNT = select(func.count()).select_from(image_actions).where(*_LISTED_ROWS)
+_LISTED = select(image_actions.c.id).where(*_LISTED_ROWS)
 _LISTED_SQLITE = (
     "SELECT json_group_array(id) FROM image_actions WHERE image_id = ? AND missing_since IS NULL"
 )

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from etl.errors import ApiError
 from etl.source.client import ApiClient
 from etl.source.extract import iter_pages
 from etl.store.watermark import Watermark
 from etl.sync.coordinator import LATCHED
+from etl.sync.pages import usable_id
 from etl.sync.scan import newest_first
 
 FEED_PATH = "/v2/actions"
@@ -35,13 +35,6 @@ class FeedRead:
     estimate: int | None = None  # pages the growth since the watermark needs
     doubt: str | None = None  # why the feed cannot be trusted this run
     costly: bool = False  # auto: reading down to the watermark costs more than per-image
-
-
-def _usable(value: Any) -> int | None:
-    """Return ``value`` when it can be an id (a BIGINT above 0), else None."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
-        return value
-    return None
 
 
 def read_feed(
@@ -83,7 +76,7 @@ def _read(
     for page in pages:
         read.pages += 1
         total = page.total or 0
-        ids = [_usable(item.get("id")) if isinstance(item, dict) else None for item in page.items]
+        ids = [usable_id(item.get("id")) if isinstance(item, dict) else None for item in page.items]
         if page.number == 1:
             known = [action_id for action_id in ids if action_id is not None]
             if known:  # the largest, whatever the order: ids only grow
@@ -125,7 +118,7 @@ def _read(
                     )
                 return  # reached: everything newer was on the pages read
             newer += 1
-            image = _usable(item.get("resource_id"))
+            image = usable_id(item.get("resource_id"))
             if item.get("resource_type") == "image" and image is not None and wanted(image):
                 read.touched.setdefault(image, set()).add(action_id)
         if page.number >= allowed:

@@ -25,7 +25,7 @@ class Split:
     rejected: list[Rejected] = field(default_factory=list)
 
 
-def _usable_id(value: Any) -> int | None:
+def usable_id(value: Any) -> int | None:
     """Return ``value`` when it can key a BIGINT column, else None."""
     if type(value) is int and 0 < value < 2**63:  # not a bool; JSON gives no other int type
         return value
@@ -33,7 +33,7 @@ def _usable_id(value: Any) -> int | None:
 
 
 def page_ids(items: Sequence[Any]) -> list[int]:
-    """Return the usable ids of a page's actions (as _usable_id, inlined: it runs per action)."""
+    """Return the usable ids of a page's actions (as usable_id, inlined: it runs per action)."""
     return [
         action_id
         for raw in items
@@ -81,7 +81,7 @@ def split_page(
         except TransformError as exc:
             split.rejected.append(
                 Rejected(
-                    action_id=_usable_id(raw.get("id") if isinstance(raw, dict) else None),
+                    action_id=usable_id(raw.get("id") if isinstance(raw, dict) else None),
                     reason=f"page {page} action {position + 1}: {exc}",
                     payload=raw,
                 )

@@ -70,10 +70,11 @@ def make_plan(ctx: RunContext, settings: Settings, images: list[int]) -> Plan:
     new = [image_id for image_id in images if image_id not in checked]
     # An image the API said is gone is asked again every run, as per image: it stays failed.
     gone = [i for i in images if i in checked and checked[i].gone]
+    there = [i for i in images if i in checked and not checked[i].gone]
     # So is one whose last scan did not complete (it failed part way, rejected actions, or
     # never matched meta.total): what is stored may lack actions below the watermark.
-    unsettled = [i for i in images if i in checked and not (checked[i].gone or checked[i].complete)]
-    settled = [i for i in images if i in checked and checked[i].complete and not checked[i].gone]
+    unsettled = [i for i in there if not checked[i].complete]
+    settled = [i for i in there if checked[i].complete]
     touched = [i for i in settled if i in read.touched]
     untouched = sorted(
         (i for i in settled if i not in read.touched), key=lambda image_id: checked[image_id].at
