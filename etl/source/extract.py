@@ -22,7 +22,7 @@ class Page:
     number: int
     items: list[Any]
     total: int | None
-    digest: str = ""  # fingerprint of the page's bytes; page 1's only, else empty
+    digest: str = ""  # fingerprint of the page's bytes (page 1's only, unless asked for all)
     known: bool = False  # the bytes matched the known first-page fingerprint: not parsed
 
 
@@ -62,9 +62,11 @@ def iter_pages(
     label: str,
     params: dict[str, Any] | None = None,
     known_first_digest: str | None = None,
+    fingerprints: bool = False,
 ) -> Iterator[Page]:
     """Yield every page of the collection at ``path`` whose items sit under ``key``.
 
+    Page 1 carries the fingerprint of its bytes, and with ``fingerprints`` every page does.
     After page 1 the API's next link is followed as given (it carries page and per_page),
     but only when it stays on our origin and on the same path. A first page whose bytes
     match ``known_first_digest`` is yielded unparsed (``known``), and paging stops there.
@@ -85,11 +87,11 @@ def iter_pages(
     number = 0
     while True:
         number += 1
-        answer = client.get_answer(  # only page 1's fingerprint is ever compared
+        answer = client.get_answer(  # only page 1's fingerprint is compared here
             url,
             query,
             known_digest=known_first_digest if number == 1 else None,
-            fingerprint=number == 1,
+            fingerprint=fingerprints or number == 1,
         )
         body = answer.body
         if body is None:
@@ -166,7 +168,7 @@ def _image_not_found(image_id: int, exc: NotFoundError) -> NotFoundError:
 def iter_image_action_pages(
     client: ApiClient, image_id: int, *, per_page: int, known_first_digest: str | None = None
 ) -> Iterator[Page]:
-    """Yield every page of actions of one image, first to last.
+    """Yield every page of actions of one image, first to last, each with its fingerprint.
 
     Only a 404 for page 1 says the image is gone; a 404 for a later page is a listing
     that changed under us (or an API that misbehaves), and fails the image without that.
@@ -183,6 +185,7 @@ def iter_image_action_pages(
         per_page=per_page,
         label=f"image {image_id}",
         known_first_digest=known_first_digest,
+        fingerprints=True,  # see etl.sync.prints
     )
     number = 0
     try:

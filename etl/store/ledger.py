@@ -128,6 +128,7 @@ class ImageState:
     gone: bool
     first_page_digest: str | None
     scan_complete: bool = False
+    page_digests: str | None = None  # see etl.sync.prints
 
 
 def save_image_states(
@@ -169,6 +170,7 @@ def save_image_states(
                 "last_run_id": run_id,
                 "first_page_digest": state.first_page_digest,
                 "scan_complete": state.scan_complete,
+                "page_digests": state.page_digests,
             }
         )
     # Imported here: status reads this module, and needs no upsert (nor the dialects it loads).
@@ -179,11 +181,12 @@ def save_image_states(
 
 @dataclass(frozen=True)
 class KnownState:
-    """What the last sync of an image left: whether its scan was complete, page 1's print."""
+    """What the last sync of an image left: whether its scan was complete, its pages' prints."""
 
     scan_complete: bool = False
     first_page_digest: str | None = None
     meta_total: int | None = None
+    page_digests: str | None = None  # see etl.sync.prints
 
 
 # The statements a scan runs once per image, built once: building one costs more than
@@ -193,11 +196,15 @@ _KNOWN_STATE = select(
     image_sync_state.c.scan_complete,
     image_sync_state.c.first_page_digest,
     image_sync_state.c.last_meta_total,
+    image_sync_state.c.page_digests,
 ).where(image_sync_state.c.image_id == _IMAGE)
 _SCAN_STARTED = (
     update(image_sync_state)
     .where(image_sync_state.c.image_id == _IMAGE)
-    .values(scan_complete=False, first_page_digest=None)
+    .values(scan_complete=False, first_page_digest=None, page_digests=None)
+)
+_PRINTS_CLEARED = (
+    update(image_sync_state).where(image_sync_state.c.image_id == _IMAGE).values(page_digests=None)
 )
 # An image's stored actions that are not marked missing: those its last scans listed.
 _LISTED_ROWS = (image_actions.c.image_id == _IMAGE, image_actions.c.missing_since.is_(None))
@@ -221,7 +228,7 @@ def known_state(conn: Connection, image_id: int) -> KnownState:
     row = conn.execute(_KNOWN_STATE, {"image": image_id}).first()
     if row is None or not row.scan_complete:
         return KnownState()
-    return KnownState(True, row.first_page_digest, row.last_meta_total)
+    return KnownState(True, row.first_page_digest, row.last_meta_total, row.page_digests)
 
 
 def mark_scan_started(conn: Connection, image_id: int) -> None:
@@ -229,7 +236,12 @@ def mark_scan_started(conn: Connection, image_id: int) -> None:
     conn.execute(_SCAN_STARTED, {"image": image_id})
 
 
-def _listed_ids(conn: Connection, image_id: int) -> list[int]:
+def clear_page_digests(conn: Connection, image_id: int) -> None:
+    """Forget the prints of an image's pages: its stored actions changed apart from a scan."""
+    conn.execute(_PRINTS_CLEARED, {"image": image_id})
+
+
+def listed_ids(conn: Connection, image_id: int) -> list[int]:
     """Return the ids of an image's stored actions not marked missing."""
     if conn.dialect.name == "sqlite" and sqlite_has_json():  # one row: see load.read_stored
         found = conn.exec_driver_sql(_LISTED_SQLITE, (image_id,)).scalar_one()
@@ -237,13 +249,8 @@ def _listed_ids(conn: Connection, image_id: int) -> list[int]:
     return list(conn.execute(_LISTED, {"image": image_id}).scalars())
 
 
-def unlisted_ids(conn: Connection, image_id: int, listed: set[int]) -> list[int]:
-    """Return the image's stored actions, not marked missing, that ``listed`` lacks."""
-    return [action_id for action_id in _listed_ids(conn, image_id) if action_id not in listed]
-
-
 def mark_missing(conn: Connection, image_id: int, gone: Sequence[int], *, now: datetime) -> int:
-    """Mark the image's stored actions ``gone`` (see unlisted_ids); return how many.
+    """Mark the image's stored actions ``gone`` (see listed_ids); return how many.
 
     Rows are never deleted: ``missing_since`` says since when the API stopped listing them.
     """

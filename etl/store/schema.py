@@ -168,6 +168,10 @@ image_sync_state = Table(
     # then may an incremental run stop before the last page. Cleared by the first write
     # of a sync that does not finish.
     Column("scan_complete", Boolean, nullable=False, server_default=false()),
+    # The fingerprints of the pages of the last complete scan, comma-separated, empty for
+    # a page whose actions were not all stored as listed (see etl.sync.prints). Cleared
+    # with scan_complete.
+    Column("page_digests", Text),
     comment="Per-image sync state: last success, last meta.total, last error.",
     mysql_charset="utf8mb4",  # emoji and all of Unicode on MySQL/MariaDB
 )

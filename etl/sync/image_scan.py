@@ -13,19 +13,21 @@ from etl.model import KNOWN_STATUSES
 from etl.source.extract import Page, get_image_action, iter_image_action_pages
 from etl.store.ledger import (
     KnownState,
+    clear_page_digests,
     known_state,
+    listed_ids,
     mark_missing,
     mark_scan_started,
     save_rejected,
     stored_count,
     unfinished_ids,
-    unlisted_ids,
 )
 from etl.store.load import UpsertCounts, read_stored, upsert_actions
 from etl.store.schema import json_depth_limit
 from etl.sync.context import RunContext, ScanOrder
 from etl.sync.coordinator import LATCHED
 from etl.sync.pages import Split, page_ids, split_page
+from etl.sync.prints import PagePrints, parse
 from etl.sync.results import ImageResult, rescanned
 from etl.sync.scan import ScanState
 
@@ -90,6 +92,8 @@ class ImageScan:
         self.order = order
         self.full = ctx.full if order.full is None else order.full
         self._changing = False  # this scan has written to the image's stored actions
+        self._refreshed = False  # a refresh has rewritten some of them
+        self._prints = PagePrints()  # see etl.sync.prints
         self._seen: set[int] = set()  # the actions the last scan's pages listed
         # The first scan's counts, rejects and undocumented statuses, once a second began.
         self._first: tuple[UpsertCounts, int, int] | None = None
@@ -166,6 +170,9 @@ class ImageScan:
                 result.counts, result.rejected, result.unknown_statuses = UpsertCounts(), 0, 0
             state = ScanState(stored=stored_before, may_stop=may_stop and first)
             self._seen = state.seen
+            # Only a scan that reads to the end checks what it took by print: the first.
+            usable = first and not state.may_stop
+            self._prints = PagePrints(parse(known.page_digests) if usable else ())
             pages = iter_image_action_pages(
                 ctx.client,
                 image_id,
@@ -183,7 +190,14 @@ class ImageScan:
             if result.stopped_early:
                 result.received = state.received
                 self._refresh_unfinished(running, state.seen)
+                # Nothing written: the prints of the last complete scan still hold.
+                changed = self._changing or self._refreshed
+                result.page_digests = None if changed else known.page_digests
                 return
+            result.page_digests = self._prints.text()
+            stored = self._listed_if_printed()
+            if stored is not None and not self._stored_as_printed(stored):
+                continue  # read it again, every action compared
             if not self.full and not state.ordered:
                 logger.info(
                     "image %d: actions are not listed newest first; scanned fully",
@@ -193,7 +207,7 @@ class ImageScan:
             result.received, result.complete = state.received, state.complete
             if result.complete:
                 if self.full and ctx.write:
-                    self._on_writer(self._mark_missing, state.seen)
+                    self._on_writer(self._mark_missing, state.seen, stored)
                 return
             logger.warning(
                 "image %d: received %d distinct actions but meta.total is %s (scan %d of %d)",
@@ -204,6 +218,28 @@ class ImageScan:
                 SCANS_PER_IMAGE,
                 extra=self._fields(),
             )
+
+    def _listed_if_printed(self) -> list[int] | None:
+        """Return the image's stored actions not marked missing if a page was taken by print."""
+        if not self._prints.taken:
+            return None
+        with self.ctx.engine.connect().execution_options(read_only=True) as conn:
+            return listed_ids(conn, self.result.image_id)
+
+    def _stored_as_printed(self, stored: list[int]) -> bool:
+        """Return whether every action of the pages taken by print is in ``stored``."""
+        strays = self._prints.taken.difference(stored)
+        if strays:
+            logger.warning(
+                "image %d: %d actions on pages read byte for byte as when they were stored "
+                "are no longer stored under it as listed (%s); reading the image again, "
+                "every action compared",
+                self.result.image_id,
+                len(strays),
+                ", ".join(map(str, sorted(strays)[:5])),
+                extra=self._fields(),
+            )
+        return not strays
 
     def _count_once(self, counts: UpsertCounts, rejected: int, unknown: int) -> None:
         """Count each action once after a second scan of the image (see rescanned).
@@ -279,14 +315,36 @@ class ImageScan:
                 if pending is not None:
                     (written, write), pending = pending, None  # accounted once, even if it raises
                     self._account(written, *write.result(), state)
+                if self._prints.matches(page):
+                    taken = self._take_printed(page)
+                    if taken is not None:
+                        self._account(page, *taken, state)
+                        continue
                 pending = (page, writer.submit(self._store, page.items, page=page.number))
         finally:
             if pending is not None:
                 self._account(pending[0], *pending[1].result(), state)
 
+    def _take_printed(self, page: Page) -> tuple[Split, UpsertCounts] | None:
+        """Count a page with the bytes of a clean page of the last complete scan unchanged.
+
+        Nothing is read, transformed or written (see etl.sync.prints); the scan's end checks
+        that its actions are stored. None if its items are not what a clean page holds.
+        """
+        ids = page_ids(page.items)
+        if len(ids) != len(page.items):  # the same bytes, so this cannot be: compare them
+            return None
+        self._prints.taken.update(ids)
+        unchanged = len(set(ids))
+        return Split(ids=ids, unchanged=unchanged), UpsertCounts(unchanged=unchanged)
+
     def _account(self, page: Page, split: Split, counts: UpsertCounts, state: ScanState) -> bool:
         """Feed a stored page to the scan's state and the run; return whether it may stop."""
         result = self.result
+        # Its print holds if every action on it is now stored as listed, under this image.
+        clean = not (split.rejected or counts.elsewhere or len(split.ids) != len(page.items))
+        documented = all(status in KNOWN_STATUSES for status in split.statuses)
+        self._prints.record(page, clean=clean and documented)
         self._count_unknown(split.statuses)
         stop = state.add_page(
             split.ids,
@@ -344,11 +402,18 @@ class ImageScan:
         """
         return self.ctx.writer.submit(write, *args, **kwargs).result()
 
-    def _mark_missing(self, listed: set[int]) -> None:
-        """Mark what a complete --full scan did not list, but actions listed elsewhere."""
+    def _mark_missing(self, listed: set[int], stored: list[int] | None) -> None:
+        """Mark what a complete --full scan did not list, but actions listed elsewhere.
+
+        ``stored``: the image's stored actions not marked missing, read after its last page,
+        or None to read them here.
+        """
         result, ctx = self.result, self.ctx
-        with ctx.engine.connect().execution_options(read_only=True) as conn:
-            unlisted = unlisted_ids(conn, result.image_id, listed | ctx.listed_elsewhere)
+        if stored is None:
+            with ctx.engine.connect().execution_options(read_only=True) as conn:
+                stored = listed_ids(conn, result.image_id)
+        elsewhere = ctx.listed_elsewhere
+        unlisted = [i for i in stored if i not in listed and i not in elsewhere]
         if not unlisted:
             return
         # Pages in flight that list one of them commit first (noting it listed elsewhere),
@@ -400,6 +465,9 @@ class ImageScan:
                 # for refreshed actions, page 0: their rows change, never which are stored.)
                 mark_scan_started(conn, image_id)
                 self._changing = True
+            elif ctx.write and wrote and not page and not self._refreshed:
+                clear_page_digests(conn, image_id)  # the rows may now differ from the pages
+                self._refreshed = True
             if ctx.write and ctx.run_id is not None:
                 save_rejected(conn, rejected, run_id=ctx.run_id, image_id=image_id, now=now)
         logger.debug(

@@ -50,6 +50,7 @@ class ImageResult:
     gone: bool = False
     error: str | None = None
     first_page_digest: str | None = None  # of the last scan's first page
+    page_digests: str | None = None  # the prints of its pages to keep (see etl.sync.prints)
 
     @property
     def ok(self) -> bool:

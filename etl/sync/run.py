@@ -241,6 +241,7 @@ class _Run:
                 if image.clean and image.ordered
                 else None,
                 scan_complete=image.clean,
+                page_digests=image.page_digests if image.clean else None,
             )
         )
         if self.on_image is not None:

@@ -1,0 +1,236 @@
+"""Page prints: a --full run takes a page read byte for byte as stored without comparing it."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, delete, update
+
+from etl.fake import FakeApi
+from etl.model import encode_payload, hash_payload
+from etl.source.extract import Page
+from etl.store.schema import image_actions, image_sync_state
+from etl.sync import image_scan
+from etl.sync.prints import MAX_PAGES, PagePrints, parse
+from tests.support.oracle import expected_table
+from tests.support.rows import read_rows, without_bookkeeping
+from tests.support.runs import sync
+
+PAGES = 3  # 45 actions an image, 20 a page
+LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def compared(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the page numbers the run compared action by action (split_page itself runs)."""
+    pages: list[int] = []
+    real = image_scan.split_page
+
+    def split_page(items: Any, image_id: int, page: int, *args: Any, **kwargs: Any) -> Any:
+        pages.append(page)
+        return real(items, image_id, page, *args, **kwargs)
+
+    monkeypatch.setattr(image_scan, "split_page", split_page)
+    return pages
+
+
+def prints_of(engine: Engine) -> dict[int, tuple[str, ...]]:
+    return {
+        state["image_id"]: parse(state["page_digests"])
+        for state in read_rows(engine, image_sync_state)
+    }
+
+
+def test_a_full_run_over_unchanged_pages_takes_each_by_its_print(
+    api: FakeApi, engine: Engine, database_url: str, compared: list[int]
+) -> None:
+    sync(api, database_url)
+    prints = prints_of(engine)
+    assert [len(p) for p in prints.values()] == [PAGES] * 3
+    assert all(digest for p in prints.values() for digest in p)
+    compared.clear()
+
+    run = sync(api, database_url, full=True)
+
+    assert run.outcome == "succeeded"
+    assert compared == []  # no page was transformed or compared
+    counts = run.counts
+    assert (counts.inserted, counts.updated, counts.unchanged) == (0, 0, 135)
+    assert run.requests == 3 * PAGES
+    assert prints_of(engine) == prints
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+
+
+def test_a_page_whose_bytes_changed_is_compared_action_by_action(
+    api: FakeApi, engine: Engine, database_url: str, compared: list[int]
+) -> None:
+    sync(api, database_url)
+    image = next(iter(api.world.actions))
+    action = api.world.actions[image][25]  # page 2
+    action["status"] = "errored" if action["status"] != "errored" else "completed"
+    compared.clear()
+
+    run = sync(api, database_url, full=True)
+
+    assert compared == [2]
+    assert (run.counts.updated, run.counts.unchanged) == (1, 134)
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+    assert prints_of(engine)[image][1] != ""  # the page's new bytes are its print now
+
+
+@pytest.mark.parametrize("edit", ["deleted", "marked missing", "moved to another image"])
+def test_a_row_changed_by_hand_under_a_printed_page_is_put_right(
+    api: FakeApi,
+    engine: Engine,
+    database_url: str,
+    edit: str,
+    compared: list[int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same bytes say nothing of the row: the scan's end checks every action taken
+    by print is stored, and reads the image again when one is not."""
+    sync(api, database_url)
+    image, other = list(api.world.actions)[:2]
+    action_id = api.world.actions[image][30]["id"]  # page 2
+    where = image_actions.c.id == action_id
+    with engine.begin() as conn:
+        if edit == "deleted":
+            conn.execute(delete(image_actions).where(where))
+        elif edit == "marked missing":
+            conn.execute(update(image_actions).where(where).values(missing_since=LONG_AGO))
+        else:  # as if the other image had listed it first (its fingerprint covers the image)
+            encoded = encode_payload(api.world.find(action_id))
+            owned = {"image_id": other, "content_hash": hash_payload(encoded, other)}
+            conn.execute(update(image_actions).where(where).values(**owned))
+    compared.clear()
+
+    with caplog.at_level(logging.WARNING):
+        run = sync(api, database_url, full=True)
+
+    assert run.outcome == "succeeded"
+    assert "no longer stored under it as listed" in caplog.text
+    assert compared == [1, 2, 3]  # the image read again, every action compared
+    [result] = [r for r in run.images if r.image_id == image]
+    if edit == "deleted":
+        assert (result.counts.inserted, result.counts.updated, result.counts.unchanged) == (
+            1,
+            0,
+            44,
+        )
+        assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+    elif edit == "marked missing":
+        assert (result.counts.inserted, result.counts.updated, result.counts.unchanged) == (
+            0,
+            1,
+            44,
+        )
+        assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+    else:  # the first image to list an action keeps it: listed elsewhere, never lost
+        assert (result.counts.inserted, result.counts.elsewhere) == (0, 1)
+        row = next(row for row in read_rows(engine) if row["id"] == action_id)
+        assert (row["image_id"], row["missing_since"]) == (other, None)
+
+
+def test_a_page_with_a_rejected_or_undocumented_action_is_never_taken_by_print(
+    api: FakeApi, engine: Engine, database_url: str, compared: list[int]
+) -> None:
+    rejecting, odd, _ = list(api.world.actions)
+    api.world.actions[rejecting][5]["started_at"] = "not a time"  # page 1
+    api.world.actions[odd][44]["status"] = "queued"  # page 3: kept, warned about
+    first = sync(api, database_url)
+    assert prints_of(engine)[rejecting] == ()  # its scan is never complete
+    assert [bool(digest) for digest in prints_of(engine)[odd]] == [True, True, False]
+    compared.clear()
+
+    runs = [sync(api, database_url, full=True, workers=1) for _ in range(2)]
+
+    assert compared == [1, 2, 3, 3] * 2  # in image order: one worker
+    for run in runs:  # counted as the first run counted them, every time
+        assert run.counters()["rows_rejected"] == first.counters()["rows_rejected"] == 1
+        assert run.counters()["unknown_statuses"] == 1
+        assert (run.counts.inserted, run.counts.updated, run.counts.unchanged) == (0, 0, 134)
+
+
+def test_prints_go_when_a_scan_or_a_refresh_writes_and_come_back_with_a_full_read(
+    api: FakeApi, engine: Engine, database_url: str, compared: list[int]
+) -> None:
+    image = next(iter(api.world.actions))
+    oldest = api.world.actions[image][-1]  # page 3: refreshed, never reached incrementally
+    oldest.update(status="in-progress", completed_at=None)
+    sync(api, database_url)
+    assert prints_of(engine)[image][2] != ""
+
+    api.world.complete(oldest["id"])
+    run = sync(api, database_url)  # stops at page 1, refreshes the oldest action
+    assert [r.refreshed for r in run.images if r.image_id == image] == [1]
+    assert prints_of(engine)[image] == ()
+    assert all(len(p) == PAGES for i, p in prints_of(engine).items() if i != image)
+
+    api.world.add_actions(image, 1)
+    sync(api, database_url)  # writes page 1
+    assert prints_of(engine)[image] == ()
+    compared.clear()
+
+    run = sync(api, database_url, full=True)
+    assert sorted(compared) == [1, 2, 3]  # this image only: the others' prints held
+    assert len(prints_of(engine)[image]) == PAGES
+    compared.clear()
+
+    sync(api, database_url, full=True)
+    assert compared == []
+
+
+def test_a_dry_run_takes_pages_by_print_but_records_none_it_did_not_store(
+    api: FakeApi, engine: Engine, database_url: str, compared: list[int]
+) -> None:
+    sync(api, database_url)
+    image = next(iter(api.world.actions))
+    api.world.add_actions(image, 1)
+    before = prints_of(engine)
+    compared.clear()
+
+    run = sync(api, database_url, full=True, dry_run=True)
+
+    assert sorted(compared) == [1, 2, 3]  # every page of that image shifted by one
+    assert (run.counts.inserted, run.counts.updated, run.counts.unchanged) == (1, 0, 135)
+    assert prints_of(engine) == before
+
+
+def test_page_prints_are_recorded_in_order_for_clean_pages_up_to_the_cap() -> None:
+    prints = PagePrints()
+    for number in range(1, MAX_PAGES + 3):
+        prints.record(Page(number, [], 0, f"d{number}"), clean=number != 2)
+    assert prints.recorded[:3] == ["d1", "", "d3"]
+    assert len(prints.recorded) == MAX_PAGES
+    again = PagePrints(parse(prints.text()))
+    assert again.matches(Page(1, [], 0, "d1"))
+    assert not again.matches(Page(2, [], 0, "d2"))  # not clean: no print
+    assert not again.matches(Page(3, [], 0, "d1"))  # another page's bytes
+    assert not again.matches(Page(MAX_PAGES + 1, [], 0, f"d{MAX_PAGES + 1}"))
+
+
+def test_a_feed_runs_refresh_that_rewrites_an_action_clears_its_images_prints(
+    api: FakeApi, engine: Engine, database_url: str, compared: list[int]
+) -> None:
+    """The feed shows nothing new, so an image is only refreshed (unless audited): no
+    scan records its state, and the refresh itself forgets the prints its rows may no
+    longer match."""
+    oldest = [actions[-1] for actions in api.world.actions.values()]
+    for action in oldest:
+        action.update(status="in-progress", completed_at=None)
+    sync(api, database_url, strategy="auto")
+    assert all(prints_of(engine).values())
+    for action in oldest:
+        api.world.complete(action["id"])
+
+    run = sync(api, database_url, strategy="auto")
+
+    assert run.strategy == "feed"
+    [image] = [r.image_id for r in run.images if r.refreshed and not r.scanned][:1]
+    assert prints_of(engine)[image] == ()
+    compared.clear()
+    sync(api, database_url, full=True, images=(image,))
+    assert compared == [1, 2, 3]
