@@ -160,9 +160,14 @@ class ImageScan:
             stored_before = stored_count(conn, image_id) if may_stop else 0
             known_digest = known.first_page_digest if may_stop else None
             # Without unfinished actions to refresh, a known first page need not be parsed:
-            # its ids are not needed, and its meta.total is the one recorded with it.
-            running = unfinished_ids(conn, image_id)
+            # its ids are not needed, and its meta.total is the one recorded with it. (A scan
+            # that reads to the end refreshes nothing: its pages hold every action.)
+            running = unfinished_ids(conn, image_id) if may_stop else []
             unparsed = known_digest if not running else None
+            # What a --full scan checks its pages taken by print against, and marks missing
+            # if no page lists it: only the image's own pages change which actions are
+            # stored under it, and only by storing what they list.
+            stored = listed_ids(conn, image_id) if self.full else None
         for scan_number in range(1, SCANS_PER_IMAGE + 1):
             first = scan_number == 1
             if not first:  # it reads the whole listing again: see rescanned
@@ -170,9 +175,8 @@ class ImageScan:
                 result.counts, result.rejected, result.unknown_statuses = UpsertCounts(), 0, 0
             state = ScanState(stored=stored_before, may_stop=may_stop and first)
             self._seen = state.seen
-            # Only a scan that reads to the end checks what it took by print: the first.
-            usable = first and not state.may_stop
-            self._prints = PagePrints(parse(known.page_digests) if usable else ())
+            # Only the first scan of a --full run takes pages by print.
+            self._prints = PagePrints(parse(known.page_digests) if first and self.full else ())
             pages = iter_image_action_pages(
                 ctx.client,
                 image_id,
@@ -195,8 +199,7 @@ class ImageScan:
                 result.page_digests = None if changed else known.page_digests
                 return
             result.page_digests = self._prints.text()
-            stored = self._listed_if_printed()
-            if stored is not None and not self._stored_as_printed(stored):
+            if self._prints.taken and not self._stored_as_printed(stored or []):
                 continue  # read it again, every action compared
             if not self.full and not state.ordered:
                 logger.info(
@@ -206,8 +209,8 @@ class ImageScan:
                 )
             result.received, result.complete = state.received, state.complete
             if result.complete:
-                if self.full and ctx.write:
-                    self._on_writer(self._mark_missing, state.seen, stored)
+                if self.full and ctx.write:  # a second scan reads what the first stored
+                    self._mark_missing(state.seen, stored if first else None)
                 return
             logger.warning(
                 "image %d: received %d distinct actions but meta.total is %s (scan %d of %d)",
@@ -218,13 +221,6 @@ class ImageScan:
                 SCANS_PER_IMAGE,
                 extra=self._fields(),
             )
-
-    def _listed_if_printed(self) -> list[int] | None:
-        """Return the image's stored actions not marked missing if a page was taken by print."""
-        if not self._prints.taken:
-            return None
-        with self.ctx.engine.connect().execution_options(read_only=True) as conn:
-            return listed_ids(conn, self.result.image_id)
 
     def _stored_as_printed(self, stored: list[int]) -> bool:
         """Return whether every action of the pages taken by print is in ``stored``."""
@@ -405,8 +401,8 @@ class ImageScan:
     def _mark_missing(self, listed: set[int], stored: list[int] | None) -> None:
         """Mark what a complete --full scan did not list, but actions listed elsewhere.
 
-        ``stored``: the image's stored actions not marked missing, read after its last page,
-        or None to read them here.
+        ``stored``: the image's stored actions not marked missing before its pages were
+        read, or None to read them now.
         """
         result, ctx = self.result, self.ctx
         if stored is None:
@@ -414,8 +410,11 @@ class ImageScan:
                 stored = listed_ids(conn, result.image_id)
         elsewhere = ctx.listed_elsewhere
         unlisted = [i for i in stored if i not in listed and i not in elsewhere]
-        if not unlisted:
-            return
+        if unlisted:
+            self._on_writer(self._mark, unlisted)
+
+    def _mark(self, unlisted: list[int]) -> None:
+        result, ctx = self.result, self.ctx
         # Pages in flight that list one of them commit first (noting it listed elsewhere),
         # and later ones wait for the marks, read them and clear them: see Turns.
         with ctx.turns.turn(unlisted), ctx.engine.begin() as conn:
