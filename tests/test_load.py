@@ -376,7 +376,7 @@ def test_mark_missing_marks_only_the_stored_actions_a_complete_scan_lacks(
     event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
 
     with engine.begin() as conn:
-        gone = [i for i in ledger.listed_ids(conn, 7) if i != 1]
+        gone = [i for i in ledger.listed_hashes(conn, 7) if i != 1]
         marked = ledger.mark_missing(conn, 7, gone, now=T1)
 
     one_row = has_json and engine.dialect.name == "sqlite"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +15,7 @@ from etl.model import encode_payload, hash_payload
 from etl.source.extract import Page
 from etl.store.schema import image_actions, image_sync_state
 from etl.sync import image_scan
-from etl.sync.prints import MAX_PAGES, PagePrints, parse
+from etl.sync.prints import MAX_PAGES, PagePrints, parse, rows_print
 from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
 from tests.support.runs import sync
@@ -111,7 +112,7 @@ def test_a_row_changed_by_hand_under_a_printed_page_is_put_right(
         run = sync(api, database_url, full=True)
 
     assert run.outcome == "succeeded"
-    assert "no longer stored under it as listed" in caplog.text
+    assert "no longer stored as they were then" in caplog.text
     assert compared == [1, 2, 3]  # the image read again, every action compared
     [result] = [r for r in run.images if r.image_id == image]
     if edit == "deleted":
@@ -132,6 +133,58 @@ def test_a_row_changed_by_hand_under_a_printed_page_is_put_right(
         assert (result.counts.inserted, result.counts.elsewhere) == (0, 1)
         row = next(row for row in read_rows(engine) if row["id"] == action_id)
         assert (row["image_id"], row["missing_since"]) == (other, None)
+
+
+def test_a_row_another_image_rewrote_under_a_printed_page_is_put_back(
+    api: FakeApi, engine: Engine, database_url: str, compared: list[int]
+) -> None:
+    """The bytes of the owner's page did not change, but its row did: the scan's end finds
+    the row's fingerprint is not the one printed, and reads the image again."""
+    owner, other = list(api.world.actions)[:2]
+    sync(api, database_url, full=True)
+    action = api.world.actions[owner][30]  # page 2
+    twin = {**copy.deepcopy(action), "resource_id": other}
+    api.world.actions[other].append(twin)  # the other image lists it too, as its own
+    rewrote = sync(api, database_url, full=True, workers=1)
+    assert rewrote.counts.elsewhere == 1
+    assert rows_by_id(engine)[action["id"]]["resource_id"] == other
+    api.world.actions[other].remove(twin)
+    compared.clear()
+
+    run = sync(api, database_url, full=True, workers=1)
+
+    assert run.outcome == "succeeded"
+    # The owner taken by print, then read again; the other's pages all changed (meta.total).
+    assert compared == [1, 2, 3, 1, 2, 3]
+    assert [r.pages for r in run.images if r.image_id == owner] == [2 * PAGES]
+    assert (run.counts.inserted, run.counts.updated) == (0, 1)
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+
+
+def test_a_row_restored_from_an_old_copy_under_a_printed_page_is_put_right(
+    api: FakeApi, engine: Engine, database_url: str, compared: list[int]
+) -> None:
+    image = next(iter(api.world.actions))
+    action = api.world.actions[image][30]  # page 2
+    action.update(status="in-progress", completed_at=None)
+    sync(api, database_url)
+    old = rows_by_id(engine)[action["id"]]
+    api.world.complete(action["id"])
+    sync(api, database_url, full=True)
+    with engine.begin() as conn:  # the row alone is put back as it was before
+        kept = {name: old[name] for name in ("status", "completed_at", "payload", "content_hash")}
+        conn.execute(update(image_actions).where(image_actions.c.id == action["id"]).values(kept))
+    compared.clear()
+
+    run = sync(api, database_url, full=True, images=(image,))
+
+    assert compared == [1, 2, 3]
+    assert (run.counts.updated, run.counts.unchanged) == (1, 44)
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+
+
+def rows_by_id(engine: Engine) -> dict[int, dict[str, Any]]:
+    return {row["id"]: row for row in read_rows(engine)}
 
 
 def test_a_page_with_a_rejected_or_undocumented_action_is_never_taken_by_print(
@@ -202,14 +255,24 @@ def test_a_dry_run_takes_pages_by_print_but_records_none_it_did_not_store(
 def test_page_prints_are_recorded_in_order_for_clean_pages_up_to_the_cap() -> None:
     prints = PagePrints()
     for number in range(1, MAX_PAGES + 3):
-        prints.record(Page(number, [], 0, f"d{number}"), clean=number != 2)
-    assert prints.recorded[:3] == ["d1", "", "d3"]
+        clean = {number: "h"} if number != 2 else None
+        prints.record(Page(number, [], 0, f"{number:032x}"), clean)  # as long as a real one
+    assert prints.recorded[1] == ""
+    assert prints.recorded[2] == f"{3:032x}.{rows_print({3: 'h'})}"
     assert len(prints.recorded) == MAX_PAGES
-    again = PagePrints(parse(prints.text()))
-    assert again.matches(Page(1, [], 0, "d1"))
-    assert not again.matches(Page(2, [], 0, "d2"))  # not clean: no print
-    assert not again.matches(Page(3, [], 0, "d1"))  # another page's bytes
-    assert not again.matches(Page(MAX_PAGES + 1, [], 0, f"d{MAX_PAGES + 1}"))
+    text = prints.text()
+    assert text is not None
+    assert len(text) < 2**16  # MySQL's TEXT
+    again = PagePrints(parse(text))
+    assert again.matches(Page(1, [], 0, f"{1:032x}"))
+    assert not again.matches(Page(2, [], 0, f"{2:032x}"))  # not clean: no print
+    assert not again.matches(Page(3, [], 0, f"{1:032x}"))  # another page's bytes
+    assert not again.matches(Page(MAX_PAGES + 1, [], 0, f"{MAX_PAGES + 1:032x}"))
+    again.take(Page(1, [], 0, f"{1:032x}"), [1])
+    again.take(Page(3, [], 0, f"{3:032x}"), [3])
+    assert again.changed({1: "h", 3: "h"}) == []
+    assert again.changed({1: "h", 3: "other"}) == [3]
+    assert again.changed({3: "h"}) == [1]
 
 
 def test_a_feed_runs_refresh_that_rewrites_an_action_clears_its_images_prints(

@@ -209,9 +209,10 @@ _PRINTS_CLEARED = (
 # An image's stored actions that are not marked missing: those its last scans listed.
 _LISTED_ROWS = (image_actions.c.image_id == _IMAGE, image_actions.c.missing_since.is_(None))
 _STORED_COUNT = select(func.count()).select_from(image_actions).where(*_LISTED_ROWS)
-_LISTED = select(image_actions.c.id).where(*_LISTED_ROWS)
+_LISTED = select(image_actions.c.id, image_actions.c.content_hash).where(*_LISTED_ROWS)
 _LISTED_SQLITE = (
-    "SELECT json_group_array(id) FROM image_actions WHERE image_id = ? AND missing_since IS NULL"
+    "SELECT json_group_array(json_array(id, content_hash)) FROM image_actions "
+    "WHERE image_id = ? AND missing_since IS NULL"
 )
 _UNFINISHED = (
     select(image_actions.c.id)
@@ -241,16 +242,16 @@ def clear_page_digests(conn: Connection, image_id: int) -> None:
     conn.execute(_PRINTS_CLEARED, {"image": image_id})
 
 
-def listed_ids(conn: Connection, image_id: int) -> list[int]:
-    """Return the ids of an image's stored actions not marked missing."""
+def listed_hashes(conn: Connection, image_id: int) -> dict[int, str]:
+    """Return the fingerprints of an image's stored actions not marked missing, by id."""
     if conn.dialect.name == "sqlite" and sqlite_has_json():  # one row: see load.read_stored
         found = conn.exec_driver_sql(_LISTED_SQLITE, (image_id,)).scalar_one()
-        return list(orjson.loads(found))
-    return list(conn.execute(_LISTED, {"image": image_id}).scalars())
+        return dict(orjson.loads(found))
+    return {row[0]: row[1] for row in conn.execute(_LISTED, {"image": image_id})}
 
 
 def mark_missing(conn: Connection, image_id: int, gone: Sequence[int], *, now: datetime) -> int:
-    """Mark the image's stored actions ``gone`` (see listed_ids); return how many.
+    """Mark the image's stored actions ``gone`` (see listed_hashes); return how many.
 
     Rows are never deleted: ``missing_since`` says since when the API stopped listing them.
     """

@@ -15,7 +15,7 @@ from etl.store.ledger import (
     KnownState,
     clear_page_digests,
     known_state,
-    listed_ids,
+    listed_hashes,
     mark_missing,
     mark_scan_started,
     save_rejected,
@@ -164,10 +164,6 @@ class ImageScan:
             # that reads to the end refreshes nothing: its pages hold every action.)
             running = unfinished_ids(conn, image_id) if may_stop else []
             unparsed = known_digest if not running else None
-            # What a --full scan checks its pages taken by print against, and marks missing
-            # if no page lists it: only the image's own pages change which actions are
-            # stored under it, and only by storing what they list.
-            stored = listed_ids(conn, image_id) if self.full else None
         for scan_number in range(1, SCANS_PER_IMAGE + 1):
             first = scan_number == 1
             if not first:  # it reads the whole listing again: see rescanned
@@ -199,7 +195,8 @@ class ImageScan:
                 result.page_digests = None if changed else known.page_digests
                 return
             result.page_digests = self._prints.text()
-            if self._prints.taken and not self._stored_as_printed(stored or []):
+            stored = self._check_printed() if self._prints.taken else {}
+            if stored is None:
                 continue  # read it again, every action compared
             if not self.full and not state.ordered:
                 logger.info(
@@ -209,8 +206,8 @@ class ImageScan:
                 )
             result.received, result.complete = state.received, state.complete
             if result.complete:
-                if self.full and ctx.write:  # a second scan reads what the first stored
-                    self._mark_missing(state.seen, stored if first else None)
+                if self.full and ctx.write:
+                    self._mark_missing(state.seen, stored or None)
                 return
             logger.warning(
                 "image %d: received %d distinct actions but meta.total is %s (scan %d of %d)",
@@ -222,20 +219,26 @@ class ImageScan:
                 extra=self._fields(),
             )
 
-    def _stored_as_printed(self, stored: list[int]) -> bool:
-        """Return whether every action of the pages taken by print is in ``stored``."""
-        strays = self._prints.taken.difference(stored)
-        if strays:
-            logger.warning(
-                "image %d: %d actions on pages read byte for byte as when they were stored "
-                "are no longer stored under it as listed (%s); reading the image again, "
-                "every action compared",
-                self.result.image_id,
-                len(strays),
-                ", ".join(map(str, sorted(strays)[:5])),
-                extra=self._fields(),
-            )
-        return not strays
+    def _check_printed(self) -> dict[int, str] | None:
+        """Return what is stored of the image if its pages taken by print still hold, else None.
+
+        Read after the last page: every row of a taken page must still be stored under the
+        image, not marked missing, with the fingerprint it had when the print was made.
+        """
+        with self.ctx.engine.connect().execution_options(read_only=True) as conn:
+            stored = listed_hashes(conn, self.result.image_id)
+        changed = self._prints.changed(stored)
+        if not changed:
+            return stored
+        logger.warning(
+            "image %d: page %s came byte for byte as when its actions were stored, but "
+            "they are no longer stored as they were then; reading the image again, every "
+            "action compared",
+            self.result.image_id,
+            ", ".join(map(str, changed[:10])),
+            extra=self._fields(),
+        )
+        return None
 
     def _count_once(self, counts: UpsertCounts, rejected: int, unknown: int) -> None:
         """Count each action once after a second scan of the image (see rescanned).
@@ -314,7 +317,7 @@ class ImageScan:
                 if self._prints.matches(page):
                     taken = self._take_printed(page)
                     if taken is not None:
-                        self._account(page, *taken, state)
+                        self._account(page, *taken, state, taken=True)
                         continue
                 pending = (page, writer.submit(self._store, page.items, page=page.number))
         finally:
@@ -330,17 +333,28 @@ class ImageScan:
         ids = page_ids(page.items)
         if len(ids) != len(page.items):  # the same bytes, so this cannot be: compare them
             return None
-        self._prints.taken.update(ids)
+        self._prints.take(page, ids)
         unchanged = len(set(ids))
         return Split(ids=ids, unchanged=unchanged), UpsertCounts(unchanged=unchanged)
 
-    def _account(self, page: Page, split: Split, counts: UpsertCounts, state: ScanState) -> bool:
-        """Feed a stored page to the scan's state and the run; return whether it may stop."""
+    def _account(
+        self,
+        page: Page,
+        split: Split,
+        counts: UpsertCounts,
+        state: ScanState,
+        *,
+        taken: bool = False,
+    ) -> bool:
+        """Feed a page stored (or ``taken`` by print) to the scan's state and the run.
+
+        Return whether the scan may stop.
+        """
         result = self.result
-        # Its print holds if every action on it is now stored as listed, under this image.
-        clean = not (split.rejected or counts.elsewhere or len(split.ids) != len(page.items))
-        documented = all(status in KNOWN_STATUSES for status in split.statuses)
-        self._prints.record(page, clean=clean and documented)
+        if not taken:  # its print holds if each action on it is stored as listed, here
+            clean = not (split.rejected or counts.elsewhere or len(split.ids) != len(page.items))
+            documented = all(status in KNOWN_STATUSES for status in split.statuses)
+            self._prints.record(page, split.hashes if clean and documented else None)
         self._count_unknown(split.statuses)
         stop = state.add_page(
             split.ids,
@@ -398,16 +412,16 @@ class ImageScan:
         """
         return self.ctx.writer.submit(write, *args, **kwargs).result()
 
-    def _mark_missing(self, listed: set[int], stored: list[int] | None) -> None:
+    def _mark_missing(self, listed: set[int], stored: dict[int, str] | None) -> None:
         """Mark what a complete --full scan did not list, but actions listed elsewhere.
 
-        ``stored``: the image's stored actions not marked missing before its pages were
-        read, or None to read them now.
+        ``stored``: the image's stored actions not marked missing, read after its pages, or
+        None to read them now.
         """
         result, ctx = self.result, self.ctx
         if stored is None:
             with ctx.engine.connect().execution_options(read_only=True) as conn:
-                stored = listed_ids(conn, result.image_id)
+                stored = listed_hashes(conn, result.image_id)
         elsewhere = ctx.listed_elsewhere
         unlisted = [i for i in stored if i not in listed and i not in elsewhere]
         if unlisted:

@@ -23,6 +23,7 @@ class Split:
     statuses: list[Any] = field(default_factory=list)  # every valid action's status
     unchanged: int = 0  # actions whose fingerprint matched the stored one: not transformed
     rejected: list[Rejected] = field(default_factory=list)
+    hashes: dict[int, str] = field(default_factory=dict)  # each valid action's fingerprint
 
 
 def usable_id(value: Any) -> int | None:
@@ -74,6 +75,7 @@ def split_page(
             if encoded is not None and hash_payload(encoded, image_id) == stored:
                 split.ids.append(raw["id"])  # a stored id: a whole number in 1..2^63-1
                 split.statuses.append(raw.get("status"))
+                split.hashes[raw["id"]] = stored
                 split.unchanged += 1
                 continue
         try:
@@ -88,6 +90,7 @@ def split_page(
             )
             continue
         split.rows.append(row)
+        split.hashes[row["id"]] = row["content_hash"]
         split.ids.append(row["id"])
         split.statuses.append(row["status"])
     return split

@@ -1,16 +1,19 @@
 """Page prints: the pages a --full scan need not look into again.
 
-A scan that reads an image's listing to the end records the fingerprint of each page's
-bytes whose actions it then stored exactly as listed: each one a row of this image, none
-rejected, none with a status the API does not document, none stored under another image.
-The next --full scan that gets the very same bytes for that page number knows that each
-action on it is what the API said when it was stored: it counts them unchanged without
-transforming or comparing them, and never hands the page to the writers.
+A scan that reads an image's listing to the end records, for each page whose actions it
+then stored exactly as listed (each one a row of this image, none rejected, none with a
+status the API does not document, none stored under another image), two fingerprints:
+one of the page's bytes, and one of the stored fingerprints of its actions' rows.
 
-Trusted, then checked: once the scan has read its last page, every action a printed page
-listed must be a row of the image not marked missing (one read of the image's ids, which
-a --full scan makes anyway to mark what is no longer listed). A row deleted or moved since
-fails that, and the image is scanned again, action by action.
+The next --full scan that gets the very same bytes for that page number knows that each
+action on it is what the API said when its row was stored: it counts them unchanged
+without transforming or comparing them, and never hands the page to the writers. Once
+it has read its last page it checks that the rows still say what they said then: it
+reads the image's stored fingerprints (the ids of which a --full scan needs anyway, to
+mark what is no longer listed) and compares each taken page's. A row that changed since,
+whatever changed it (another image listing the same action, a refresh, a restore, a hand
+edit), or that is gone or marked missing, fails that, and the image is read again with
+every action compared.
 
 Prints are kept only while the image's last scan is complete: the first write of a scan
 clears them with scan_complete, and so does a refresh that rewrites an action.
@@ -18,17 +21,37 @@ clears them with scan_complete, and so does a refresh that rewrites an action.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from etl.source.extract import Page
 
-SEPARATOR = ","
-MAX_PAGES = 1000  # prints kept per image (~33 KB of text); later pages are compared as ever
+SEPARATOR = ","  # between pages
+JOIN = "."  # between a page's two fingerprints
+# Prints kept per image: 66 characters a page fit MySQL's TEXT (64 KiB); later pages are
+# compared as ever.
+MAX_PAGES = 900
 
 
 def parse(text: str | None) -> tuple[str, ...]:
     """Return the prints stored as ``text`` (see PagePrints.text); none for None."""
     return tuple(text.split(SEPARATOR)) if text else ()
+
+
+def rows_print(hashes: Mapping[int, str]) -> str:
+    """Return the fingerprint of a page's stored rows: their ids and fingerprints."""
+    text = "".join(f"{action_id}:{hashes[action_id]}," for action_id in sorted(hashes))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A page counted unchanged by its print, and what its rows said when it was made."""
+
+    number: int
+    ids: Sequence[int]
+    rows: str
 
 
 @dataclass
@@ -37,17 +60,41 @@ class PagePrints:
 
     known: tuple[str, ...] = ()
     recorded: list[str] = field(default_factory=list)  # in page order; "" for an unclean page
-    taken: set[int] = field(default_factory=set)  # the actions of pages taken by their print
+    taken: list[Taken] = field(default_factory=list)
 
     def matches(self, page: Page) -> bool:
         """Return whether ``page`` has the bytes of a clean page of the same number."""
         number = page.number
-        return 0 < number <= len(self.known) and page.digest == self.known[number - 1] != ""
+        if not 0 < number <= len(self.known) or not page.digest:
+            return False
+        return self.known[number - 1].partition(JOIN)[0] == page.digest
 
-    def record(self, page: Page, *, clean: bool) -> None:
-        """Note a page as read (pages come in order); its print counts only if ``clean``."""
-        if page.number == len(self.recorded) + 1 <= MAX_PAGES:
-            self.recorded.append(page.digest if clean else "")
+    def take(self, page: Page, ids: Sequence[int]) -> None:
+        """Note a matching page as counted by its print; it keeps its print."""
+        entry = self.known[page.number - 1]
+        self.taken.append(Taken(page.number, ids, entry.partition(JOIN)[2]))
+        self._add(page, entry)
+
+    def record(self, page: Page, hashes: Mapping[int, str] | None) -> None:
+        """Note a page as stored; ``hashes``, its rows' fingerprints, if it is clean."""
+        self._add(page, "" if hashes is None else f"{page.digest}{JOIN}{rows_print(hashes)}")
+
+    def _add(self, page: Page, entry: str) -> None:
+        if page.number == len(self.recorded) + 1 <= MAX_PAGES:  # pages come in order
+            self.recorded.append(entry)
+
+    def changed(self, stored: Mapping[int, str]) -> list[int]:
+        """Return the taken pages whose rows are not in ``stored`` as they were printed."""
+        changed = []
+        for page in self.taken:
+            try:
+                now = {action_id: stored[action_id] for action_id in page.ids}
+            except KeyError:
+                changed.append(page.number)
+                continue
+            if rows_print(now) != page.rows:
+                changed.append(page.number)
+        return changed
 
     def text(self) -> str | None:
         """Return the recorded prints as stored (image_sync_state.page_digests)."""
