@@ -258,7 +258,7 @@ def test_page_prints_are_recorded_in_order_for_clean_pages_up_to_the_cap() -> No
         clean = {number: "h"} if number != 2 else None
         prints.record(Page(number, [], 0, f"{number:032x}"), clean)  # as long as a real one
     assert prints.recorded[1] == ""
-    assert prints.recorded[2] == f"{3:032x}.{rows_print({3: 'h'})}"
+    assert prints.recorded[2] == f"{3:032x}.{rows_print(['h'])}"
     assert len(prints.recorded) == MAX_PAGES
     text = prints.text()
     assert text is not None

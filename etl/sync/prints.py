@@ -22,7 +22,7 @@ clears them with scan_complete, and so does a refresh that rewrites an action.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from etl.source.extract import Page
@@ -39,10 +39,12 @@ def parse(text: str | None) -> tuple[str, ...]:
     return tuple(text.split(SEPARATOR)) if text else ()
 
 
-def rows_print(hashes: Mapping[int, str]) -> str:
-    """Return the fingerprint of a page's stored rows: their ids and fingerprints."""
-    text = "".join(f"{action_id}:{hashes[action_id]}," for action_id in sorted(hashes))
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+def rows_print(hashes: Iterable[str]) -> str:
+    """Return the fingerprint of a page's stored rows: their fingerprints in page order.
+
+    The page's bytes fix which actions it lists, and in which order: their first places.
+    """
+    return hashlib.blake2b("".join(hashes).encode(), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,8 @@ class PagePrints:
 
     def record(self, page: Page, hashes: Mapping[int, str] | None) -> None:
         """Note a page as stored; ``hashes``, its rows' fingerprints, if it is clean."""
-        self._add(page, "" if hashes is None else f"{page.digest}{JOIN}{rows_print(hashes)}")
+        entry = "" if hashes is None else f"{page.digest}{JOIN}{rows_print(hashes.values())}"
+        self._add(page, entry)
 
     def _add(self, page: Page, entry: str) -> None:
         if page.number == len(self.recorded) + 1 <= MAX_PAGES:  # pages come in order
@@ -88,7 +91,7 @@ class PagePrints:
         changed = []
         for page in self.taken:
             try:
-                now = {action_id: stored[action_id] for action_id in page.ids}
+                now = [stored[action_id] for action_id in dict.fromkeys(page.ids)]
             except KeyError:
                 changed.append(page.number)
                 continue
