@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, update
+from sqlalchemy import Engine, delete, event, update
 
 from etl.fake import FakeApi
 from etl.model import encode_payload, hash_payload
 from etl.source.extract import Page
+from etl.store.ledger import KnownState, known_state, known_states
 from etl.store.schema import image_actions, image_sync_state
 from etl.sync import image_scan
 from etl.sync.prints import MAX_PAGES, PagePrints, parse, rows_print
@@ -297,3 +298,44 @@ def test_a_feed_runs_refresh_that_rewrites_an_action_clears_its_images_prints(
     compared.clear()
     sync(api, database_url, full=True, images=(image,))
     assert compared == [1, 2, 3]
+
+
+def test_a_run_reads_what_every_images_last_sync_left_in_one_statement(
+    api: FakeApi, database_url: str
+) -> None:
+    sync(api, database_url)
+    reads: list[str] = []
+
+    def note(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().startswith("SELECT") and "first_page_digest" in statement:
+            reads.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", note)
+    try:
+        full = sync(api, database_url, full=True)
+        incremental = sync(api, database_url)
+    finally:
+        event.remove(Engine, "before_cursor_execute", note)
+
+    assert (full.outcome, incremental.outcome) == ("succeeded", "succeeded")
+    assert len(reads) == 2  # one a run, not one an image
+
+
+def test_known_states_reads_a_thousand_images_at_a_time(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    sync(api, database_url)
+    images = list(api.world.actions)
+    with engine.begin() as conn:  # one image's last scan did not complete
+        incomplete = image_sync_state.c.image_id == images[1]
+        conn.execute(update(image_sync_state).where(incomplete).values(scan_complete=False))
+    asked = [*range(1, 1200), images[0], images[1], *range(5000, 5900)]  # three reads
+
+    with engine.connect() as conn:
+        found = known_states(conn, asked)
+        one = known_state(conn, images[0])
+
+    assert list(found) == asked
+    assert found[images[0]] == one
+    assert (one.scan_complete, len(parse(one.page_digests))) == (True, PAGES)
+    assert found[images[1]] == found[1] == KnownState()  # as known_state says of both

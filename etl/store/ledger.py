@@ -198,6 +198,7 @@ _KNOWN_STATE = select(
     image_sync_state.c.last_meta_total,
     image_sync_state.c.page_digests,
 ).where(image_sync_state.c.image_id == _IMAGE)
+_KNOWN_STATES = select(image_sync_state.c.image_id, *_KNOWN_STATE.selected_columns)
 _SCAN_STARTED = (
     update(image_sync_state)
     .where(image_sync_state.c.image_id == _IMAGE)
@@ -230,6 +231,19 @@ def known_state(conn: Connection, image_id: int) -> KnownState:
     if row is None or not row.scan_complete:
         return KnownState()
     return KnownState(True, row.first_page_digest, row.last_meta_total, row.page_digests)
+
+
+def known_states(conn: Connection, image_ids: Sequence[int]) -> dict[int, KnownState]:
+    """Return the known_state of each image in ``image_ids``, reading 1,000 images at once."""
+    found = dict.fromkeys(image_ids, KnownState())
+    for start in range(0, len(image_ids), 1000):
+        chunk = list(image_ids[start : start + 1000])
+        for row in conn.execute(_KNOWN_STATES.where(image_sync_state.c.image_id.in_(chunk))):
+            if row.scan_complete:
+                found[row.image_id] = KnownState(
+                    True, row.first_page_digest, row.last_meta_total, row.page_digests
+                )
+    return found
 
 
 def mark_scan_started(conn: Connection, image_id: int) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 
 from etl.config import Settings
 from etl.source.client import ApiClient
+from etl.store.ledger import KnownState
 from etl.sync.coordinator import Coordinator
 from etl.sync.ratelimit import RateLimiter
 from etl.sync.results import ImageResult
@@ -38,6 +39,9 @@ class RunContext:
     listed_elsewhere: set[int] = field(default_factory=set)
     # Pages and missing marks that share an action take turns (see Turns).
     turns: Turns = field(default_factory=Turns)
+    # What the last sync of each image in the plan left, read at once before the scans;
+    # each image's first scan takes its own (a second one in the run reads it again).
+    known: dict[int, KnownState] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -153,17 +153,22 @@ class ImageScan:
             )
         ctx, result = self.ctx, self.result
         image_id = result.image_id
-        with ctx.engine.connect().execution_options(read_only=True) as conn:
-            known = known_state(conn, image_id)
-            may_stop = known.scan_complete and not self.full
-            # Only a scan that may stop early weighs meta.total against what is stored.
-            stored_before = stored_count(conn, image_id) if may_stop else 0
-            known_digest = known.first_page_digest if may_stop else None
-            # Without unfinished actions to refresh, a known first page need not be parsed:
-            # its ids are not needed, and its meta.total is the one recorded with it. (A scan
-            # that reads to the end refreshes nothing: its pages hold every action.)
-            running = unfinished_ids(conn, image_id) if may_stop else []
-            unparsed = known_digest if not running else None
+        known = ctx.known.pop(image_id, None)  # read with the plan, for the first scan
+        may_stop = known is not None and known.scan_complete and not self.full
+        stored_before, running = 0, []
+        if known is None or may_stop:
+            with ctx.engine.connect().execution_options(read_only=True) as conn:
+                known = known or known_state(conn, image_id)
+                may_stop = known.scan_complete and not self.full
+                # Only a scan that may stop early weighs meta.total against what is stored,
+                # and refreshes the unfinished actions past its stop.
+                if may_stop:
+                    stored_before = stored_count(conn, image_id)
+                    running = unfinished_ids(conn, image_id)
+        known_digest = known.first_page_digest if may_stop else None
+        # Without unfinished actions to refresh, a known first page need not be parsed: its
+        # ids are not needed, and its meta.total is the one recorded with it.
+        unparsed = known_digest if not running else None
         for scan_number in range(1, SCANS_PER_IMAGE + 1):
             first = scan_number == 1
             if not first:  # it reads the whole listing again: see rescanned

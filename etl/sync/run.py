@@ -17,7 +17,14 @@ from etl.errors import ConfigError, EtlError, LockedOutError, TooManyRejectedErr
 from etl.source.client import ApiClient
 from etl.source.extract import iter_image_ids
 from etl.store.database import EMBEDDED, database_error, open_engine, translate_errors
-from etl.store.ledger import ImageState, finish_run, last_success_at, save_image_states, start_run
+from etl.store.ledger import (
+    ImageState,
+    finish_run,
+    known_states,
+    last_success_at,
+    save_image_states,
+    start_run,
+)
 from etl.store.lock import SyncLock
 from etl.store.revision import HEAD_REVISION, current_revision, ensure_schema
 from etl.store.watermark import Watermark, save_watermark
@@ -156,6 +163,9 @@ class _Run:
         )
         try:
             plan = make_plan(context, self.settings, self.images())
+            scanned = [order.image_id for order in plan.orders if not order.refresh_only]
+            with self.engine.connect().execution_options(read_only=True) as conn:
+                context.known.update(known_states(conn, scanned))
             if self.on_plan is not None:  # the images the run will scan and report
                 self.on_plan(sum(1 for order in plan.orders if not order.refresh_only))
         except BaseException as exc:  # settled below, like a worker's
