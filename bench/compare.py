@@ -5,9 +5,10 @@ python -m bench.compare ../other-checkout --dialects sqlite --reps 5
 
 This machine's speed drifts by 10-20% over an hour, so two versions timed an hour apart
 differ by more than most changes do. Here each repetition runs, for each checkout in turn,
-a first sync of 100,000 actions (200 images x 500) into a fresh database and a --full sync
-over the same, unchanged data, against one fake API; the table gives the min and median
-of the syncs' own clocks. Make the other checkout with `git worktree add ../base REV`.
+a first sync of 100,000 actions (200 images x 500) into a fresh database (migrated by that
+checkout), an incremental sync and a --full sync over the same, unchanged data, against
+one fake API; the table gives the min and median of the syncs' own clocks. Make the other
+checkout with `git worktree add ../base REV`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from bench.run import database, fake_api, sync
 from etl.ops.tables import format_table
 
 HERE = Path(__file__).resolve().parents[1]
+KINDS = ("first sync", "incremental", "--full unchanged")
 
 
 def main() -> None:
@@ -38,14 +40,16 @@ def main() -> None:
         for _ in range(args.reps):
             for dialect in args.dialects.split(","):
                 for name, source in sources.items():
-                    with database(dialect, Path(tmp)) as url:
+                    with database(dialect, Path(tmp), source) as url:
                         first = sync(fake, url, source=source)["seconds"]
+                        incremental = sync(fake, url, source=source)["seconds"]
                         again = sync(fake, url, full=True, source=source)["seconds"]
-                    seconds.setdefault((dialect, "first sync", name), []).append(first)
-                    seconds.setdefault((dialect, "--full unchanged", name), []).append(again)
+                    seconds.setdefault((dialect, KINDS[0], name), []).append(first)
+                    seconds.setdefault((dialect, KINDS[1], name), []).append(incremental)
+                    seconds.setdefault((dialect, KINDS[2], name), []).append(again)
     rows = []
     for dialect in args.dialects.split(","):
-        for kind in ("first sync", "--full unchanged"):
+        for kind in KINDS:
             cells = [dialect, kind]
             for name in sources:
                 found = seconds[(dialect, kind, name)]

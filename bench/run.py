@@ -45,8 +45,11 @@ UNLIMITED = {"DO_IMAGE_ACTIONS_RATE_LIMIT_PER_MINUTE": "1000000000",
 
 
 @contextlib.contextmanager
-def database(dialect: str, folder: Path) -> Iterator[str]:
-    """Yield the URL of a new database migrated to head; drop it afterwards."""
+def database(dialect: str, folder: Path, source: Path | None = None) -> Iterator[str]:
+    """Yield the URL of a new database migrated to head; drop it afterwards.
+
+    ``source``: migrate it with another checkout's migrations, to its head (see bench.compare).
+    """
     if dialect == "sqlite":
         path = folder / f"{uuid.uuid4().hex}.db"
         url = f"sqlite:///{path}"
@@ -57,9 +60,14 @@ def database(dialect: str, folder: Path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f"CREATE DATABASE {name}"))
         url = admin_url.set(database=name).render_as_string(hide_password=False)
-    engine = open_engine(url)
-    upgrade(engine)
-    engine.dispose()
+    if source is None:
+        engine = open_engine(url)
+        upgrade(engine)
+        engine.dispose()
+    else:
+        env = {**os.environ, "DO_IMAGE_ACTIONS_DATABASE_URL": url, "PYTHONPATH": str(source)}
+        command = [sys.executable, "-m", "etl", "migrate"]
+        subprocess.run(command, env=env, cwd=source, check=True, capture_output=True)
     try:
         yield url
     finally:
