@@ -333,7 +333,8 @@ class ImageScan:
         """Count a page with the bytes of a clean page of the last complete scan unchanged.
 
         Nothing is read, transformed or written (see etl.sync.prints); the scan's end checks
-        that its actions are stored. None if its items are not what a clean page holds.
+        that its actions are still stored as they were. None if its items are not what a
+        clean page holds.
         """
         ids = page_ids(page.items)
         if len(ids) != len(page.items):  # the same bytes, so this cannot be: compare them
