@@ -10,16 +10,19 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, delete, event, update
 
-from etl.fake import FakeApi
+from etl.fake import FakeApi, World
 from etl.model import encode_payload, hash_payload
 from etl.source.extract import Page
 from etl.store.ledger import KnownState, known_state, known_states
 from etl.store.schema import image_actions, image_sync_state
 from etl.sync import image_scan
 from etl.sync.prints import MAX_PAGES, PagePrints, parse, rows_print
+from tests.support.databases import migrated_engine
+from tests.support.doubles import TOKEN
 from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
 from tests.support.runs import sync
+from tests.support.scripted import ScriptedApi
 
 PAGES = 3  # 45 actions an image, 20 a page
 LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
@@ -339,3 +342,49 @@ def test_known_states_reads_a_thousand_images_at_a_time(
     assert found[images[0]] == one
     assert (one.scan_complete, len(parse(one.page_digests))) == (True, PAGES)
     assert found[images[1]] == found[1] == KnownState()  # as known_state says of both
+
+
+class LyingOnceApi(ScriptedApi):
+    """Adds one to meta.total on a chosen image's pages 4 to 6 it serves: its second scan."""
+
+    target = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.served_pages = 0
+
+    def answer(self, path: str, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        status, body = super().answer(path, query)
+        if path == f"/v2/images/{self.target}/actions" and status == 200:
+            self.served_pages += 1
+            if 4 <= self.served_pages <= 6:
+                body = {**body, "meta": {"total": body["meta"]["total"] + 1}}
+        return status, body
+
+
+def test_a_failed_print_check_leaves_the_image_its_meta_total_retry(
+    world: World, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The scan a failed check adds reads a shifting listing; the retry meta.total allows
+    any scan is still there, and the image ends complete."""
+    with LyingOnceApi(world, token=TOKEN) as api:
+        sync(api, database_url)
+        image = api.target = next(iter(world.actions))
+        engine = migrated_engine(database_url)
+        with engine.begin() as conn:  # page 2's print no longer holds
+            gone = image_actions.c.id == world.actions[image][30]["id"]
+            conn.execute(delete(image_actions).where(gone))
+        changed = world.actions[image][3]  # page 1: the first scan writes it
+        changed["status"] = "errored" if changed["status"] != "errored" else "completed"
+
+        with caplog.at_level(logging.WARNING):
+            run = sync(api, database_url, full=True, workers=1)
+
+    assert "meta.total is 46 (scan 2 of 3)" in caplog.text
+    assert run.outcome == "succeeded"
+    [result] = [r for r in run.images if r.image_id == image]
+    assert (result.complete, result.pages) == (True, 3 * PAGES)
+    # Each action once over the three scans: the first updated one, the second inserted one.
+    assert (result.counts.inserted, result.counts.updated, result.counts.unchanged) == (1, 1, 43)
+    assert without_bookkeeping(read_rows(engine)) == expected_table(world)
+    engine.dispose()

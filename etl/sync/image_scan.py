@@ -169,9 +169,13 @@ class ImageScan:
         # Without unfinished actions to refresh, a known first page need not be parsed: its
         # ids are not needed, and its meta.total is the one recorded with it.
         unparsed = known_digest if not running else None
-        for scan_number in range(1, SCANS_PER_IMAGE + 1):
+        scans, scan_number = SCANS_PER_IMAGE, 0
+        while scan_number < scans:
+            scan_number += 1
             first = scan_number == 1
             if not first:  # it reads the whole listing again: see rescanned
+                if self._first is not None:  # a third scan: the first two count as one
+                    self._count_once(*self._first)
                 self._first = (result.counts, result.rejected, result.unknown_statuses)
                 result.counts, result.rejected, result.unknown_statuses = UpsertCounts(), 0, 0
             state = ScanState(stored=stored_before, may_stop=may_stop and first)
@@ -201,8 +205,9 @@ class ImageScan:
                 return
             result.page_digests = self._prints.text()
             stored = self._check_printed() if self._prints.taken else {}
-            if stored is None:
-                continue  # read it again, every action compared
+            if stored is None:  # read it again, every action compared: not a meta.total retry
+                scans += 1
+                continue
             if not self.full and not state.ordered:
                 logger.info(
                     "image %d: actions are not listed newest first; scanned fully",
@@ -220,7 +225,7 @@ class ImageScan:
                 result.received,
                 result.total,
                 scan_number,
-                SCANS_PER_IMAGE,
+                scans,
                 extra=self._fields(),
             )
 
