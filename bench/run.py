@@ -67,7 +67,9 @@ def database(dialect: str, folder: Path, source: Path | None = None) -> Iterator
     else:
         env = {**os.environ, "DO_IMAGE_ACTIONS_DATABASE_URL": url, "PYTHONPATH": str(source)}
         command = [sys.executable, "-m", "etl", "migrate"]
-        subprocess.run(command, env=env, cwd=source, check=True, capture_output=True)
+        done = subprocess.run(command, env=env, cwd=source, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"migrating with {source} failed: {done.stderr[-2000:]}")
     try:
         yield url
     finally:

@@ -15,8 +15,8 @@ from etl.model import encode_payload, hash_payload
 from etl.source.extract import Page
 from etl.store.ledger import KnownState, known_state, known_states
 from etl.store.schema import image_actions, image_sync_state
-from etl.sync import image_scan
 from etl.sync.prints import MAX_PAGES, PagePrints, parse, rows_print
+from etl.sync.results import RunResult
 from tests.support.databases import migrated_engine
 from tests.support.doubles import TOKEN
 from tests.support.oracle import expected_table
@@ -28,18 +28,9 @@ PAGES = 3  # 45 actions an image, 20 a page
 LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture
-def compared(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record the page numbers the run compared action by action (split_page itself runs)."""
-    pages: list[int] = []
-    real = image_scan.split_page
-
-    def split_page(items: Any, image_id: int, page: int, *args: Any, **kwargs: Any) -> Any:
-        pages.append(page)
-        return real(items, image_id, page, *args, **kwargs)
-
-    monkeypatch.setattr(image_scan, "split_page", split_page)
-    return pages
+def printed(run: RunResult) -> dict[int, int]:
+    """Return how many pages of each image the run took by their print."""
+    return {image.image_id: image.printed for image in run.images}
 
 
 def prints_of(engine: Engine) -> dict[int, tuple[str, ...]]:
@@ -50,18 +41,17 @@ def prints_of(engine: Engine) -> dict[int, tuple[str, ...]]:
 
 
 def test_a_full_run_over_unchanged_pages_takes_each_by_its_print(
-    api: FakeApi, engine: Engine, database_url: str, compared: list[int]
+    api: FakeApi, engine: Engine, database_url: str
 ) -> None:
     sync(api, database_url)
     prints = prints_of(engine)
     assert [len(p) for p in prints.values()] == [PAGES] * 3
     assert all(digest for p in prints.values() for digest in p)
-    compared.clear()
 
     run = sync(api, database_url, full=True)
 
     assert run.outcome == "succeeded"
-    assert compared == []  # no page was transformed or compared
+    assert printed(run) == dict.fromkeys(api.world.actions, PAGES)  # nothing compared
     counts = run.counts
     assert (counts.inserted, counts.updated, counts.unchanged) == (0, 0, 135)
     assert run.requests == 3 * PAGES
@@ -70,17 +60,16 @@ def test_a_full_run_over_unchanged_pages_takes_each_by_its_print(
 
 
 def test_a_page_whose_bytes_changed_is_compared_action_by_action(
-    api: FakeApi, engine: Engine, database_url: str, compared: list[int]
+    api: FakeApi, engine: Engine, database_url: str
 ) -> None:
     sync(api, database_url)
     image = next(iter(api.world.actions))
     action = api.world.actions[image][25]  # page 2
     action["status"] = "errored" if action["status"] != "errored" else "completed"
-    compared.clear()
 
     run = sync(api, database_url, full=True)
 
-    assert compared == [2]
+    assert printed(run) == {**dict.fromkeys(api.world.actions, PAGES), image: PAGES - 1}
     assert (run.counts.updated, run.counts.unchanged) == (1, 134)
     assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
     assert prints_of(engine)[image][1] != ""  # the page's new bytes are its print now
@@ -92,7 +81,6 @@ def test_a_row_changed_by_hand_under_a_printed_page_is_put_right(
     engine: Engine,
     database_url: str,
     edit: str,
-    compared: list[int],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The same bytes say nothing of the row: the scan's end checks every action taken
@@ -110,15 +98,14 @@ def test_a_row_changed_by_hand_under_a_printed_page_is_put_right(
             encoded = encode_payload(api.world.find(action_id))
             owned = {"image_id": other, "content_hash": hash_payload(encoded, other)}
             conn.execute(update(image_actions).where(where).values(**owned))
-    compared.clear()
 
     with caplog.at_level(logging.WARNING):
         run = sync(api, database_url, full=True)
 
     assert run.outcome == "succeeded"
     assert "no longer stored as they were then" in caplog.text
-    assert compared == [1, 2, 3]  # the image read again, every action compared
     [result] = [r for r in run.images if r.image_id == image]
+    assert (result.printed, result.pages) == (PAGES, 2 * PAGES)  # read again, all compared
     if edit == "deleted":
         assert (result.counts.inserted, result.counts.updated, result.counts.unchanged) == (
             1,
@@ -140,7 +127,7 @@ def test_a_row_changed_by_hand_under_a_printed_page_is_put_right(
 
 
 def test_a_row_another_image_rewrote_under_a_printed_page_is_put_back(
-    api: FakeApi, engine: Engine, database_url: str, compared: list[int]
+    api: FakeApi, engine: Engine, database_url: str
 ) -> None:
     """The bytes of the owner's page did not change, but its row did: the scan's end finds
     the row's fingerprint is not the one printed, and reads the image again."""
@@ -153,20 +140,19 @@ def test_a_row_another_image_rewrote_under_a_printed_page_is_put_back(
     assert rewrote.counts.elsewhere == 1
     assert rows_by_id(engine)[action["id"]]["resource_id"] == other
     api.world.actions[other].remove(twin)
-    compared.clear()
 
     run = sync(api, database_url, full=True, workers=1)
 
     assert run.outcome == "succeeded"
     # The owner taken by print, then read again; the other's pages all changed (meta.total).
-    assert compared == [1, 2, 3, 1, 2, 3]
-    assert [r.pages for r in run.images if r.image_id == owner] == [2 * PAGES]
+    assert [(r.printed, r.pages) for r in run.images if r.image_id == owner] == [(3, 6)]
+    assert printed(run)[other] == 0
     assert (run.counts.inserted, run.counts.updated) == (0, 1)
     assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
 
 
 def test_a_row_restored_from_an_old_copy_under_a_printed_page_is_put_right(
-    api: FakeApi, engine: Engine, database_url: str, compared: list[int]
+    api: FakeApi, engine: Engine, database_url: str
 ) -> None:
     image = next(iter(api.world.actions))
     action = api.world.actions[image][30]  # page 2
@@ -178,11 +164,10 @@ def test_a_row_restored_from_an_old_copy_under_a_printed_page_is_put_right(
     with engine.begin() as conn:  # the row alone is put back as it was before
         kept = {name: old[name] for name in ("status", "completed_at", "payload", "content_hash")}
         conn.execute(update(image_actions).where(image_actions.c.id == action["id"]).values(kept))
-    compared.clear()
 
     run = sync(api, database_url, full=True, images=(image,))
 
-    assert compared == [1, 2, 3]
+    assert [(r.printed, r.pages) for r in run.images] == [(PAGES, 2 * PAGES)]
     assert (run.counts.updated, run.counts.unchanged) == (1, 44)
     assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
 
@@ -192,19 +177,19 @@ def rows_by_id(engine: Engine) -> dict[int, dict[str, Any]]:
 
 
 def test_a_page_with_a_rejected_or_undocumented_action_is_never_taken_by_print(
-    api: FakeApi, engine: Engine, database_url: str, compared: list[int]
+    api: FakeApi, engine: Engine, database_url: str
 ) -> None:
-    rejecting, odd, _ = list(api.world.actions)
+    rejecting, odd, rest = list(api.world.actions)
     api.world.actions[rejecting][5]["started_at"] = "not a time"  # page 1
     api.world.actions[odd][44]["status"] = "queued"  # page 3: kept, warned about
     first = sync(api, database_url)
     assert prints_of(engine)[rejecting] == ()  # its scan is never complete
     assert [bool(digest) for digest in prints_of(engine)[odd]] == [True, True, False]
-    compared.clear()
 
     runs = [sync(api, database_url, full=True, workers=1) for _ in range(2)]
 
-    assert compared == [1, 2, 3, 3] * 2  # in image order: one worker
+    for run in runs:
+        assert printed(run) == {rejecting: 0, odd: PAGES - 1, rest: PAGES}
     for run in runs:  # counted as the first run counted them, every time
         assert run.counters()["rows_rejected"] == first.counters()["rows_rejected"] == 1
         assert run.counters()["unknown_statuses"] == 1
@@ -212,7 +197,7 @@ def test_a_page_with_a_rejected_or_undocumented_action_is_never_taken_by_print(
 
 
 def test_prints_go_when_a_scan_or_a_refresh_writes_and_come_back_with_a_full_read(
-    api: FakeApi, engine: Engine, database_url: str, compared: list[int]
+    api: FakeApi, engine: Engine, database_url: str
 ) -> None:
     image = next(iter(api.world.actions))
     oldest = api.world.actions[image][-1]  # page 3: refreshed, never reached incrementally
@@ -229,29 +214,26 @@ def test_prints_go_when_a_scan_or_a_refresh_writes_and_come_back_with_a_full_rea
     api.world.add_actions(image, 1)
     sync(api, database_url)  # writes page 1
     assert prints_of(engine)[image] == ()
-    compared.clear()
 
     run = sync(api, database_url, full=True)
-    assert sorted(compared) == [1, 2, 3]  # this image only: the others' prints held
+    assert printed(run) == {**dict.fromkeys(api.world.actions, PAGES), image: 0}
     assert len(prints_of(engine)[image]) == PAGES
-    compared.clear()
 
-    sync(api, database_url, full=True)
-    assert compared == []
+    run = sync(api, database_url, full=True)
+    assert printed(run) == dict.fromkeys(api.world.actions, PAGES)
 
 
 def test_a_dry_run_takes_pages_by_print_but_records_none_it_did_not_store(
-    api: FakeApi, engine: Engine, database_url: str, compared: list[int]
+    api: FakeApi, engine: Engine, database_url: str
 ) -> None:
     sync(api, database_url)
     image = next(iter(api.world.actions))
     api.world.add_actions(image, 1)
     before = prints_of(engine)
-    compared.clear()
 
     run = sync(api, database_url, full=True, dry_run=True)
 
-    assert sorted(compared) == [1, 2, 3]  # every page of that image shifted by one
+    assert printed(run) == {**dict.fromkeys(api.world.actions, PAGES), image: 0}  # shifted
     assert (run.counts.inserted, run.counts.updated, run.counts.unchanged) == (1, 0, 135)
     assert prints_of(engine) == before
 
@@ -280,7 +262,7 @@ def test_page_prints_are_recorded_in_order_for_clean_pages_up_to_the_cap() -> No
 
 
 def test_a_feed_runs_refresh_that_rewrites_an_action_clears_its_images_prints(
-    api: FakeApi, engine: Engine, database_url: str, compared: list[int]
+    api: FakeApi, engine: Engine, database_url: str
 ) -> None:
     """The feed shows nothing new, so an image is only refreshed (unless audited): no
     scan records its state, and the refresh itself forgets the prints its rows may no
@@ -298,9 +280,8 @@ def test_a_feed_runs_refresh_that_rewrites_an_action_clears_its_images_prints(
     assert run.strategy == "feed"
     [image] = [r.image_id for r in run.images if r.refreshed and not r.scanned][:1]
     assert prints_of(engine)[image] == ()
-    compared.clear()
-    sync(api, database_url, full=True, images=(image,))
-    assert compared == [1, 2, 3]
+    full = sync(api, database_url, full=True, images=(image,))
+    assert printed(full) == {image: 0}
 
 
 def test_a_run_reads_what_every_images_last_sync_left_in_one_statement(
@@ -388,3 +369,34 @@ def test_a_failed_print_check_leaves_the_image_its_meta_total_retry(
     assert (result.counts.inserted, result.counts.updated, result.counts.unchanged) == (1, 1, 43)
     assert without_bookkeeping(read_rows(engine)) == expected_table(world)
     engine.dispose()
+
+
+class LyingThenFailingApi(LyingOnceApi):
+    """As LyingOnceApi, then answers 404 for the chosen image's eighth page: its third scan."""
+
+    def answer(self, path: str, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        status, body = super().answer(path, query)
+        if path == f"/v2/images/{self.target}/actions" and self.served_pages == 8:
+            return 404, {"id": "not_found", "message": "The resource was not found."}
+        return status, body
+
+
+def test_a_third_scan_cut_short_counts_what_the_scans_before_it_found(
+    world: World, database_url: str
+) -> None:
+    with LyingThenFailingApi(world, token=TOKEN) as api:
+        sync(api, database_url)
+        image = api.target = next(iter(world.actions))
+        engine = migrated_engine(database_url)
+        with engine.begin() as conn:  # page 2's print no longer holds
+            gone = image_actions.c.id == world.actions[image][30]["id"]
+            conn.execute(delete(image_actions).where(gone))
+        engine.dispose()
+
+        run = sync(api, database_url, full=True, workers=1)
+
+    [result] = [r for r in run.images if r.image_id == image]
+    assert result.error is not None
+    assert "page 2 answered 404" in result.error
+    # The second scan read to the end; the third, cut short, found page 1 unchanged again.
+    assert (result.counts.inserted, result.counts.updated, result.counts.unchanged) == (1, 0, 44)

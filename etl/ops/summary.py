@@ -104,6 +104,8 @@ def run_to_dict(run: RunResult) -> dict[str, Any]:
         "listed_elsewhere": counters["rows_listed_elsewhere"],
         # New actions the feed showed that their images' listings did not: the watermark held.
         "unlisted": sum(image.unlisted for image in run.images),
+        # Pages a --full run took by their print: counted unchanged without a compare.
+        "pages_by_print": sum(image.printed for image in run.images),
         "signal": run.signal,
         "strategy": run.strategy,
         "requests_by_kind": run.requests_by_kind(),
@@ -112,6 +114,7 @@ def run_to_dict(run: RunResult) -> dict[str, Any]:
                 "image_id": image.image_id,
                 "ok": image.ok,
                 "pages": image.pages,
+                "pages_by_print": image.printed,
                 "requests": image.requests,
                 "inserted": image.counts.inserted,
                 "updated": image.counts.updated,

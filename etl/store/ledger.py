@@ -227,7 +227,11 @@ _UNFINISHED = (
 
 def known_state(conn: Connection, image_id: int) -> KnownState:
     """Return what the last sync of an image left (nothing known for a new image)."""
-    row = conn.execute(_KNOWN_STATE, {"image": image_id}).first()
+    return _known(conn.execute(_KNOWN_STATE, {"image": image_id}).first())
+
+
+def _known(row: Any) -> KnownState:
+    """Return what an image_sync_state row says the next scan may rely on."""
     if row is None or not row.scan_complete:
         return KnownState()
     return KnownState(True, row.first_page_digest, row.last_meta_total, row.page_digests)
@@ -239,10 +243,7 @@ def known_states(conn: Connection, image_ids: Sequence[int]) -> dict[int, KnownS
     for start in range(0, len(image_ids), 1000):
         chunk = list(image_ids[start : start + 1000])
         for row in conn.execute(_KNOWN_STATES.where(image_sync_state.c.image_id.in_(chunk))):
-            if row.scan_complete:
-                found[row.image_id] = KnownState(
-                    True, row.first_page_digest, row.last_meta_total, row.page_digests
-                )
+            found[row.image_id] = _known(row)
     return found
 
 

@@ -39,9 +39,6 @@ class RunContext:
     listed_elsewhere: set[int] = field(default_factory=set)
     # Pages and missing marks that share an action take turns (see Turns).
     turns: Turns = field(default_factory=Turns)
-    # What the last sync of each image in the plan left, read at once before the scans;
-    # each image's first scan takes its own (a second one in the run reads it again).
-    known: dict[int, KnownState] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -55,6 +52,9 @@ class ScanOrder:
     shown: frozenset[int] = frozenset()
     refresh_only: bool = False  # only refresh stored unfinished actions
     audit: bool = False  # untouched by the feed: checked to catch what the feed missed
+    # What the image's last sync left, read with every other image's before the scans;
+    # None: its scan reads it (a second scan in a run reads what the first wrote).
+    known: KnownState | None = None
 
     @property
     def touched(self) -> bool:

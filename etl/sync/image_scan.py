@@ -27,7 +27,7 @@ from etl.store.schema import json_depth_limit
 from etl.sync.context import RunContext, ScanOrder
 from etl.sync.coordinator import LATCHED
 from etl.sync.pages import Split, page_ids, split_page
-from etl.sync.prints import PagePrints, parse
+from etl.sync.prints import PagePrints, parse, stored_as_listed, taken_page
 from etl.sync.results import ImageResult, rescanned
 from etl.sync.scan import ScanState
 
@@ -97,7 +97,7 @@ class ImageScan:
         self._seen: set[int] = set()  # the actions the last scan's pages listed
         # The first scan's counts, rejects and undocumented statuses, once a second began.
         self._first: tuple[UpsertCounts, int, int] | None = None
-        self._whole = False  # the second scan read to the last page
+        self._whole = False  # the last scan after the first read to its last page
 
     def run(self) -> ImageResult:
         """Scan the image; see scan_image."""
@@ -153,7 +153,7 @@ class ImageScan:
             )
         ctx, result = self.ctx, self.result
         image_id = result.image_id
-        known = ctx.known.pop(image_id, None)  # read with the plan, for the first scan
+        known = self.order.known  # read for the run's plan, when it was
         may_stop = known is not None and known.scan_complete and not self.full
         stored_before, running = 0, []
         if known is None or may_stop:
@@ -169,6 +169,8 @@ class ImageScan:
         # Without unfinished actions to refresh, a known first page need not be parsed: its
         # ids are not needed, and its meta.total is the one recorded with it.
         unparsed = known_digest if not running else None
+        # A scan whose pages taken by print no longer hold is read again, but is not one of
+        # the scans meta.total allows: at most one more (only a first scan takes by print).
         scans, scan_number = SCANS_PER_IMAGE, 0
         while scan_number < scans:
             scan_number += 1
@@ -178,10 +180,12 @@ class ImageScan:
                     self._count_once(*self._first)
                 self._first = (result.counts, result.rejected, result.unknown_statuses)
                 result.counts, result.rejected, result.unknown_statuses = UpsertCounts(), 0, 0
+                self._whole = False  # until this scan reads its last page
             state = ScanState(stored=stored_before, may_stop=may_stop and first)
             self._seen = state.seen
             # Only the first scan of a --full run takes pages by print.
-            self._prints = PagePrints(parse(known.page_digests) if first and self.full else ())
+            previous = parse(known.page_digests) if first and self.full else ()
+            self._prints = PagePrints(previous)
             pages = iter_image_action_pages(
                 ctx.client,
                 image_id,
@@ -204,10 +208,13 @@ class ImageScan:
                 result.page_digests = None if changed else known.page_digests
                 return
             result.page_digests = self._prints.text()
-            stored = self._check_printed() if self._prints.taken else {}
-            if stored is None:  # read it again, every action compared: not a meta.total retry
-                scans += 1
-                continue
+            result.printed += len(self._prints.taken)
+            stored = None  # the image's stored fingerprints, once read after its pages
+            if self._prints.taken:
+                holds, stored = self._check_printed()
+                if not holds:  # read it again, every action compared
+                    scans += 1
+                    continue
             if not self.full and not state.ordered:
                 logger.info(
                     "image %d: actions are not listed newest first; scanned fully",
@@ -217,7 +224,7 @@ class ImageScan:
             result.received, result.complete = state.received, state.complete
             if result.complete:
                 if self.full and ctx.write:
-                    self._mark_missing(state.seen, stored or None)
+                    self._mark_missing(state.seen, stored)
                 return
             logger.warning(
                 "image %d: received %d distinct actions but meta.total is %s (scan %d of %d)",
@@ -229,8 +236,8 @@ class ImageScan:
                 extra=self._fields(),
             )
 
-    def _check_printed(self) -> dict[int, str] | None:
-        """Return what is stored of the image if its pages taken by print still hold, else None.
+    def _check_printed(self) -> tuple[bool, dict[int, str]]:
+        """Return whether the pages taken by print still hold, and the image's stored rows.
 
         Read after the last page: every row of a taken page must still be stored under the
         image, not marked missing, with the fingerprint it had when the print was made.
@@ -239,7 +246,7 @@ class ImageScan:
             stored = listed_hashes(conn, self.result.image_id)
         changed = self._prints.changed(stored)
         if not changed:
-            return stored
+            return True, stored
         logger.warning(
             "image %d: page %s came byte for byte as when its actions were stored, but "
             "they are no longer stored as they were then; reading the image again, every "
@@ -248,7 +255,7 @@ class ImageScan:
             ", ".join(map(str, changed[:10])),
             extra=self._fields(),
         )
-        return None
+        return False, stored
 
     def _count_once(self, counts: UpsertCounts, rejected: int, unknown: int) -> None:
         """Count each action once after a second scan of the image (see rescanned).
@@ -339,14 +346,14 @@ class ImageScan:
 
         Nothing is read, transformed or written (see etl.sync.prints); the scan's end checks
         that its actions are still stored as they were. None if its items are not what a
-        clean page holds.
+        clean page holds, which only a collision of fingerprints could bring: it is
+        compared as any page.
         """
         ids = page_ids(page.items)
-        if len(ids) != len(page.items):  # the same bytes, so this cannot be: compare them
+        if len(ids) != len(page.items):
             return None
         self._prints.take(page, ids)
-        unchanged = len(set(ids))
-        return Split(ids=ids, unchanged=unchanged), UpsertCounts(unchanged=unchanged)
+        return taken_page(ids)
 
     def _account(
         self,
@@ -362,10 +369,9 @@ class ImageScan:
         Return whether the scan may stop.
         """
         result = self.result
-        if not taken:  # its print holds if each action on it is stored as listed, here
-            clean = not (split.rejected or counts.elsewhere or len(split.ids) != len(page.items))
-            documented = all(status in KNOWN_STATUSES for status in split.statuses)
-            self._prints.record(page, split.hashes if clean and documented else None)
+        if not taken:
+            clean = stored_as_listed(page, split, counts)
+            self._prints.record(page, split.hashes if clean else None)
         self._count_unknown(split.statuses)
         stop = state.add_page(
             split.ids,
@@ -426,8 +432,8 @@ class ImageScan:
     def _mark_missing(self, listed: set[int], stored: dict[int, str] | None) -> None:
         """Mark what a complete --full scan did not list, but actions listed elsewhere.
 
-        ``stored``: the image's stored actions not marked missing, read after its pages, or
-        None to read them now.
+        ``stored``: the image's stored actions not marked missing if they were read after
+        its pages, else None to read them now.
         """
         result, ctx = self.result, self.ctx
         if stored is None:

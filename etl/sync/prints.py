@@ -25,7 +25,10 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from etl.model import KNOWN_STATUSES
 from etl.source.extract import Page
+from etl.store.load import UpsertCounts
+from etl.sync.pages import Split
 
 SEPARATOR = ","  # between pages
 JOIN = "."  # between a page's two fingerprints
@@ -37,6 +40,23 @@ MAX_PAGES = 900
 def parse(text: str | None) -> tuple[str, ...]:
     """Return the prints stored as ``text`` (see PagePrints.text); none for None."""
     return tuple(text.split(SEPARATOR)) if text else ()
+
+
+def stored_as_listed(page: Page, split: Split, counts: UpsertCounts) -> bool:
+    """Return whether a page just stored is clean: each of its actions a row as listed.
+
+    None rejected, none with a status the API does not document (warned about on every
+    read), none stored under another image (whose fingerprint covers that image).
+    """
+    if split.rejected or counts.elsewhere or len(split.ids) != len(page.items):
+        return False
+    return all(status in KNOWN_STATUSES for status in split.statuses)
+
+
+def taken_page(ids: Sequence[int]) -> tuple[Split, UpsertCounts]:
+    """Return what a page taken by its print adds to the scan: each action unchanged, once."""
+    unchanged = len(set(ids))
+    return Split(ids=list(ids), unchanged=unchanged), UpsertCounts(unchanged=unchanged)
 
 
 def rows_print(hashes: Iterable[str]) -> str:
@@ -60,20 +80,20 @@ class Taken:
 class PagePrints:
     """The prints one scan may take pages by, and those it records of the pages it reads."""
 
-    known: tuple[str, ...] = ()
+    previous: tuple[str, ...] = ()  # the last complete scan's, as stored
     recorded: list[str] = field(default_factory=list)  # in page order; "" for an unclean page
     taken: list[Taken] = field(default_factory=list)
 
     def matches(self, page: Page) -> bool:
         """Return whether ``page`` has the bytes of a clean page of the same number."""
         number = page.number
-        if not 0 < number <= len(self.known) or not page.digest:
+        if not 0 < number <= len(self.previous) or not page.digest:
             return False
-        return self.known[number - 1].partition(JOIN)[0] == page.digest
+        return self.previous[number - 1].partition(JOIN)[0] == page.digest
 
     def take(self, page: Page, ids: Sequence[int]) -> None:
         """Note a matching page as counted by its print; it keeps its print."""
-        entry = self.known[page.number - 1]
+        entry = self.previous[page.number - 1]
         self.taken.append(Taken(page.number, ids, entry.partition(JOIN)[2]))
         self._add(page, entry)
 

@@ -51,6 +51,7 @@ class ImageResult:
     error: str | None = None
     first_page_digest: str | None = None  # of the last scan's first page
     page_digests: str | None = None  # the prints of its pages to keep (see etl.sync.prints)
+    printed: int = 0  # pages taken by their print: counted unchanged, not compared
 
     @property
     def ok(self) -> bool:

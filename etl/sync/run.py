@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import Engine
@@ -165,9 +166,10 @@ class _Run:
             plan = make_plan(context, self.settings, self.images())
             scanned = [order.image_id for order in plan.orders if not order.refresh_only]
             with self.engine.connect().execution_options(read_only=True) as conn:
-                context.known.update(known_states(conn, scanned))
+                known = known_states(conn, scanned)
+            plan.orders = [replace(order, known=known.get(order.image_id)) for order in plan.orders]
             if self.on_plan is not None:  # the images the run will scan and report
-                self.on_plan(sum(1 for order in plan.orders if not order.refresh_only))
+                self.on_plan(len(scanned))
         except BaseException as exc:  # settled below, like a worker's
             self.coordinator.end_run(exc)
             plan = Plan("per-image")
