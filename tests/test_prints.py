@@ -349,12 +349,7 @@ def test_a_failed_print_check_leaves_the_image_its_meta_total_retry(
     """The scan a failed check adds reads a shifting listing; the retry meta.total allows
     any scan is still there, and the image ends complete."""
     with LyingOnceApi(world, token=TOKEN) as api:
-        sync(api, database_url)
-        image = api.target = next(iter(world.actions))
-        engine = migrated_engine(database_url)
-        with engine.begin() as conn:  # page 2's print no longer holds
-            gone = image_actions.c.id == world.actions[image][30]["id"]
-            conn.execute(delete(image_actions).where(gone))
+        image = synced_with_page_2_broken(api, database_url)
         changed = world.actions[image][3]  # page 1: the first scan writes it
         changed["status"] = "errored" if changed["status"] != "errored" else "completed"
 
@@ -367,8 +362,21 @@ def test_a_failed_print_check_leaves_the_image_its_meta_total_retry(
     assert (result.complete, result.pages) == (True, 3 * PAGES)
     # Each action once over the three scans: the first updated one, the second inserted one.
     assert (result.counts.inserted, result.counts.updated, result.counts.unchanged) == (1, 1, 43)
+    engine = migrated_engine(database_url)
     assert without_bookkeeping(read_rows(engine)) == expected_table(world)
     engine.dispose()
+
+
+def synced_with_page_2_broken(api: LyingOnceApi, database_url: str) -> int:
+    """Sync, make the first image the one lied about, delete a row of its page 2 by hand."""
+    sync(api, database_url)
+    image = api.target = next(iter(api.world.actions))
+    engine = migrated_engine(database_url)
+    with engine.begin() as conn:  # page 2's print no longer holds
+        gone = image_actions.c.id == api.world.actions[image][30]["id"]
+        conn.execute(delete(image_actions).where(gone))
+    engine.dispose()
+    return image
 
 
 class LyingThenFailingApi(LyingOnceApi):
@@ -385,14 +393,7 @@ def test_a_third_scan_cut_short_counts_what_the_scans_before_it_found(
     world: World, database_url: str
 ) -> None:
     with LyingThenFailingApi(world, token=TOKEN) as api:
-        sync(api, database_url)
-        image = api.target = next(iter(world.actions))
-        engine = migrated_engine(database_url)
-        with engine.begin() as conn:  # page 2's print no longer holds
-            gone = image_actions.c.id == world.actions[image][30]["id"]
-            conn.execute(delete(image_actions).where(gone))
-        engine.dispose()
-
+        image = synced_with_page_2_broken(api, database_url)
         run = sync(api, database_url, full=True, workers=1)
 
     [result] = [r for r in run.images if r.image_id == image]
