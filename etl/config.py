@@ -58,6 +58,7 @@ class Settings:
     token_file: str | None = None
     auto_migrate: bool = True
     workers: int = 4
+    helper_process: bool = True  # see etl.sync.preparer
     rate_limit_per_minute: int = 250
     rate_limit_per_hour: int = 5000
     min_ratelimit_remaining: int = 100
@@ -196,6 +197,7 @@ SETTINGS: dict[str, tuple[Checker, Callable[[str], Any]]] = {
     "token_file": (_check_path, str),
     "auto_migrate": (_check_bool, str),
     "workers": (lambda n, v: _positive_int(n, v, high=MAX_WORKERS), int),
+    "helper_process": (_check_bool, str),
     "rate_limit_per_minute": (_positive_int, int),
     "rate_limit_per_hour": (_positive_int, int),
     "min_ratelimit_remaining": (lambda n, v: _positive_int(n, v, low=0), int),

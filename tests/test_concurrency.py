@@ -257,7 +257,7 @@ def test_a_page_that_comes_while_a_full_scan_marks_reads_the_mark_and_clears_it(
     owner, moved = move_an_action(api, database_url)
     marking, read = threading.Event(), threading.Event()
 
-    def page_ids(items: Any) -> Any:
+    def listed_ids(items: Any) -> Any:
         ids = real_ids(items)
         if moved in ids:
             marking.wait(timeout=2.0)  # A's page comes once B's mark has begun
@@ -275,11 +275,11 @@ def test_a_page_that_comes_while_a_full_scan_marks_reads_the_mark_and_clears_it(
         return real_mark(conn, image_id, *args, **kwargs)
 
     real_ids, real_read, real_mark = (
-        image_scan.page_ids,
+        image_scan.listed_ids,
         image_scan.read_stored,
         image_scan.mark_missing,
     )
-    monkeypatch.setattr(image_scan, "page_ids", page_ids)
+    monkeypatch.setattr(image_scan, "listed_ids", listed_ids)
     monkeypatch.setattr(image_scan, "read_stored", read_stored)
     monkeypatch.setattr(image_scan, "mark_missing", mark_missing)
 

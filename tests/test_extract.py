@@ -8,7 +8,8 @@ from etl.errors import NotFoundError, PaginationError
 from etl.fake import FakeApi
 from etl.fake.server import LAST_PAGE_SHAPES
 from etl.source.client import ApiClient
-from etl.source.extract import iter_image_action_pages, next_link
+from etl.source.extract import iter_image_action_pages
+from etl.source.reading import next_link
 from tests.support.servers import free_port
 
 

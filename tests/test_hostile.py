@@ -16,7 +16,8 @@ from sqlalchemy import Engine, delete
 from etl.errors import ApiError
 from etl.fake import FakeApi, World
 from etl.source.client import ApiClient
-from etl.source.extract import iter_image_action_pages, next_link, parse_total
+from etl.source.extract import iter_image_action_pages
+from etl.source.reading import next_link, parse_total
 from etl.store.load import upsert_actions
 from etl.store.schema import image_actions
 from etl.sync.pages import split_page

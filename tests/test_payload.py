@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from etl.errors import TransformError
 from etl.model import content_hash, encode_payload
-from etl.source.answers import parse_json
+from etl.source.reading import parse_json
 
 # NUL is refused by design (PostgreSQL cannot store it); see the refusals below.
 TEXT = st.text(

@@ -10,20 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 import requests
 
 from etl.errors import ApiError, AuthError, NotFoundError, RetryableApiError
 from etl.source.gate import RateLimits
+from etl.source.reading import NOT_JSON, NOT_OBJECT, parse_json, shape_of
 
 # 429 is the rate-limit answer; 5xx are transient server faults (501 is not: it never heals).
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
-# Digits become "0", all else a space: a run of 19 zeros then marks a number that may not
-# fit in 64 bits (a C-speed scan, several times faster than a regular expression).
-DIGITS_ONLY = bytes(byte if byte in b"0123456789" else 32 for byte in range(256)).translate(
-    bytes.maketrans(b"123456789", b"000000000")
-)
-WIDE_NUMBER = b"0" * 19
 
 
 @dataclass(frozen=True)
@@ -36,6 +30,7 @@ class Answer:
 
     body: dict[str, Any] | None
     digest: str
+    prepared: Any = None  # what the caller's ``prepare`` made of the bytes, instead of body
 
 
 def _header_number(headers: Mapping[str, str], name: str) -> float | None:
@@ -48,27 +43,6 @@ def _header_number(headers: Mapping[str, str], name: str) -> float | None:
     except ValueError:
         return None
     return number if math.isfinite(number) and number >= 0 else None
-
-
-def parse_json(content: bytes) -> Any:
-    """Return the JSON value of UTF-8 ``content``, or None when it is not valid JSON.
-
-    RFC 8259 JSON is UTF-8: invalid bytes make invalid JSON, never U+FFFD. Nesting deeper
-    than Python's parser goes is refused the same way, not raised as RecursionError.
-
-    orjson parses; what it refuses or could read inexactly goes to the standard library,
-    whose reading is the rule: numbers of 19 digits or more (orjson turns integers past
-    64 bits into floats), NaN and Infinity (kept, then refused per action), lone surrogates.
-    """
-    if WIDE_NUMBER not in content.translate(DIGITS_ONLY):
-        try:
-            return orjson.loads(content)
-        except orjson.JSONDecodeError:
-            pass
-    try:
-        return json.loads(content.decode("utf-8"))
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        return None
 
 
 def _error_detail(
@@ -130,6 +104,18 @@ def _redacted(body: dict[str, Any], redact: Callable[[str], str]) -> dict[str, A
     return body if clean == text else dict(json.loads(clean))
 
 
+def _check_shape(shape: int, where: str) -> None:
+    """Raise what a 200's body means when it is no JSON object (see etl.source.reading)."""
+    if shape == NOT_JSON:
+        raise RetryableApiError(
+            f"GET {where} answered 200 with a body that is not complete JSON",
+            status=200,
+            url=where,
+        )
+    if shape == NOT_OBJECT:
+        raise ApiError(f"GET {where} answered with JSON that is not an object", url=where)
+
+
 def read_answer(
     response: requests.Response,
     content: bytes,
@@ -138,8 +124,14 @@ def read_answer(
     redact: Callable[[str], str],
     clock: Callable[[], float],
     fingerprint: bool = True,
+    prepare: Callable[[bytes, str], Any] | None = None,
 ) -> Answer:
     """Return the JSON object of a 200 and its fingerprint, or raise what the status means.
+
+    ``prepare`` reads the bytes instead, given them and their fingerprint (see
+    etl.sync.prepare): its ``shape`` says whether they were a JSON object. Bytes that may
+    spell the token in backslash-u escapes are parsed here, to be redacted, and ``prepare`` is not
+    called.
 
     Without ``fingerprint`` (and no ``known_digest``) the digest is left empty: hashing a
     page costs about as much as parsing it.
@@ -157,16 +149,14 @@ def read_answer(
         digest = hashlib.blake2b(content, digest_size=16).hexdigest() if wanted else ""
         if digest == known_digest:
             return Answer(None, digest)  # the very bytes parsed before: valid JSON
+        escaped = b"\\u" in content  # the token spelled in \u escapes escaped the byte redaction
+        if prepare is not None and not escaped:
+            prepared = prepare(content, digest)
+            _check_shape(prepared.shape, where)
+            return Answer(None, digest, prepared)
         body = parse_json(content)
-        if body is None:
-            raise RetryableApiError(
-                f"GET {where} answered 200 with a body that is not complete JSON",
-                status=200,
-                url=where,
-            )
-        if not isinstance(body, dict):
-            raise ApiError(f"GET {where} answered with JSON that is not an object", url=where)
-        if b"\\u" in content:  # the token spelled in \u escapes escaped the byte redaction
+        _check_shape(shape_of(body), where)
+        if escaped:
             body = _redacted(body, redact)
         return Answer(body, digest)
     detail, error_id, request_id = _error_detail(response, content, redact)

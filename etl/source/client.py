@@ -172,11 +172,13 @@ class ApiClient:
         *,
         known_digest: str | None = None,
         fingerprint: bool = True,
+        prepare: Callable[[bytes, str], Any] | None = None,
     ) -> Answer:
         """Return the JSON object at ``url`` and a fingerprint of its bytes.
 
         When the bytes match ``known_digest`` the body is not parsed (see Answer). Without
         ``fingerprint`` the digest is computed only to compare with ``known_digest``.
+        ``prepare`` reads the bytes instead of the client (see read_answer).
 
         Raises:
             ApiError: the origin is foreign, the status is fatal, or retries ran out.
@@ -192,7 +194,7 @@ class ApiClient:
         error: BaseException | None = None
         try:
             answer: Answer = self._retrying.copy()(
-                self._get_once, url, params, known_digest, fingerprint
+                self._get_once, url, params, known_digest, fingerprint, prepare
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
             kind = "timed out" if isinstance(exc, requests.Timeout) else "could not connect"
@@ -241,6 +243,7 @@ class ApiClient:
         params: Mapping[str, Any] | None,
         known_digest: str | None = None,
         fingerprint: bool = True,
+        prepare: Callable[[bytes, str], Any] | None = None,
     ) -> Answer:
         if self._stop.is_set():
             raise RunInterrupted("the run was asked to stop")
@@ -260,6 +263,7 @@ class ApiClient:
                 redact=self.redact,
                 clock=self._clock,
                 fingerprint=fingerprint,
+                prepare=prepare,
             )
         finally:
             self._gate.close_attempt(limits)

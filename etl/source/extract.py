@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from etl.errors import ApiError, NotFoundError, PaginationError
 from etl.source.client import ApiClient
+from etl.source.reading import next_link, parse_total
 
 # Pages past what meta.total allows that we tolerate: live data can grow while we page.
 RUNAWAY_SLACK_PAGES = 1
-MAX_TOTAL = 2**63 - 1  # a count past BIGINT is no count
 
 
 @dataclass(frozen=True)
@@ -24,27 +25,26 @@ class Page:
     total: int | None
     digest: str = ""  # fingerprint of the page's bytes (page 1's only, unless asked for all)
     known: bool = False  # the bytes matched the known first-page fingerprint: not parsed
+    prepared: Any = None  # what iter_pages' ``prepare`` made of the bytes; items are [] then
+
+    @property
+    def size(self) -> int:
+        """Return how many items the page holds."""
+        return len(self.items) if self.prepared is None else int(self.prepared.size)
 
 
-def next_link(body: dict[str, Any]) -> str | None:
-    """Return the next-page URL, or None for every documented last-page shape.
-
-    ``links`` absent or ``{}``, ``pages`` absent or ``{}``, or only ``first``/``prev``
-    all mean there are no more pages.
-    """
-    links = body.get("links")
-    pages = links.get("pages") if isinstance(links, dict) else None
-    link = pages.get("next") if isinstance(pages, dict) else None
-    return link if isinstance(link, str) and link else None
+def _read(body: dict[str, Any], key: str) -> tuple[list[Any], bool, int | None, str | None]:
+    """Return a page's items, whether they are a list, its meta.total and its next link."""
+    items = body.get(key)
+    if not isinstance(items, list):
+        return [], False, None, None
+    return items, True, parse_total(body), next_link(body)
 
 
-def parse_total(body: dict[str, Any]) -> int | None:
-    """Return ``meta.total`` when it is a non-negative whole number, else None."""
-    meta = body.get("meta")
-    total = meta.get("total") if isinstance(meta, dict) else None
-    if isinstance(total, bool) or not isinstance(total, int) or not 0 <= total <= MAX_TOTAL:
-        return None
-    return total
+def _numbered(
+    prepare: Callable[[bytes, int, str], Any], number: int, content: bytes, digest: str
+) -> Any:
+    return prepare(content, number, digest)
 
 
 def _page_key(url: str) -> str:
@@ -63,6 +63,7 @@ def iter_pages(
     params: dict[str, Any] | None = None,
     known_first_digest: str | None = None,
     fingerprints: bool = False,
+    prepare: Callable[[bytes, int, str], Any] | None = None,
 ) -> Iterator[Page]:
     """Yield every page of the collection at ``path`` whose items sit under ``key``.
 
@@ -70,6 +71,10 @@ def iter_pages(
     After page 1 the API's next link is followed as given (it carries page and per_page),
     but only when it stays on our origin and on the same path. A first page whose bytes
     match ``known_first_digest`` is yielded unparsed (``known``), and paging stops there.
+
+    ``prepare`` reads each page's bytes instead, given them, its number and fingerprint
+    (see read_answer): its answer, with ``listed``, ``total``, ``next_link`` and ``size``
+    as it found them, is yielded as the page's ``prepared``.
 
     Every page must carry a usable ``meta.total`` (what completeness is checked against),
     and every page that offers a next one must be full, as offset paging makes them: so
@@ -92,34 +97,39 @@ def iter_pages(
             query,
             known_digest=known_first_digest if number == 1 else None,
             fingerprint=fingerprints or number == 1,
+            prepare=None if prepare is None else partial(_numbered, prepare, number),
         )
-        body = answer.body
-        if body is None:
+        body, prepared = answer.body, answer.prepared
+        items: list[Any]
+        if prepared is not None:
+            items, listed, total, link = [], prepared.listed, prepared.total, prepared.next_link
+        elif body is not None:
+            items, listed, total, link = _read(body, key)
+        else:
             yield Page(number=number, items=[], total=None, digest=answer.digest, known=True)
             return
-        items = body.get(key)
-        if not isinstance(items, list):
+        if not listed:
             raise ApiError(
                 f"{label} page {number}: the response has no {key!r} list; "
                 "check that api_url points at the DigitalOcean API",
                 url=path,
             )
-        total = parse_total(body)
         if total is None:
             raise ApiError(
                 f"{label} page {number}: meta.total is missing or not a whole number from 0 "
                 "to 2^63-1, so the listing cannot be checked for completeness",
                 url=path,
             )
-        yield Page(number=number, items=items, total=total, digest=answer.digest)
+        page = Page(number, items, total, answer.digest, prepared=prepared)
+        yield page
 
-        link = next_link(body)
         if link is None:
             return
-        page_size = page_size or len(items)
-        if not items or len(items) != page_size:
+        size = page.size
+        page_size = page_size or size
+        if not size or size != page_size:
             raise PaginationError(
-                f"{label} page {number} holds {len(items)} items, not the {page_size} of a "
+                f"{label} page {number} holds {size} items, not the {page_size} of a "
                 "full page, yet offers a next page; stopping paging that cannot end",
                 url=path,
             )
@@ -166,9 +176,16 @@ def _image_not_found(image_id: int, exc: NotFoundError) -> NotFoundError:
 
 
 def iter_image_action_pages(
-    client: ApiClient, image_id: int, *, per_page: int, known_first_digest: str | None = None
+    client: ApiClient,
+    image_id: int,
+    *,
+    per_page: int,
+    known_first_digest: str | None = None,
+    prepare: Callable[[bytes, int, str], Any] | None = None,
 ) -> Iterator[Page]:
     """Yield every page of actions of one image, first to last, each with its fingerprint.
+
+    ``prepare`` reads the pages' bytes instead of the client (see iter_pages).
 
     Only a 404 for page 1 says the image is gone; a 404 for a later page is a listing
     that changed under us (or an API that misbehaves), and fails the image without that.
@@ -186,6 +203,7 @@ def iter_image_action_pages(
         label=f"image {image_id}",
         known_first_digest=known_first_digest,
         fingerprints=True,  # see etl.sync.prints
+        prepare=prepare,
     )
     number = 0
     try:

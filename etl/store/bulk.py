@@ -21,17 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache, lru_cache
 from itertools import chain
 from typing import Any
 
-import orjson
 from sqlalchemy import Column, Connection, Dialect, MetaData, Table, delete, select
 from sqlalchemy.exc import DBAPIError
 
 from etl.errors import DatabaseError
-from etl.model import ActionRow
+from etl.ready import Ready, Row, Stamp, naive_stamp, ready_values, zoned_stamp
 from etl.store.schema import image_actions
 from etl.store.upsert import upsert_statement
 
@@ -39,77 +38,19 @@ COLUMNS = tuple(column.name for column in image_actions.columns)
 STAMPS = ("started_at", "completed_at")  # the row's own timestamps; the rest are "now"
 LISTS = ("region_features", "region_sizes")  # JSON columns besides the payload
 INCOMING = "image_actions_incoming"  # PostgreSQL's per-session staging table
-STAMP = "%04d-%02d-%02d %02d:%02d:%02d.%06d"  # as isoformat(" ", "microseconds") writes it
 MOST_ROWS_A_STATEMENT = 200  # SQLite: a page of the API's largest, whatever a server sends
-MAX_LISTS_KEPT = 1024  # distinct region lists remembered as JSON text; the API has a few dozen
 
 
-def _utc(value: datetime) -> datetime:
-    """Return ``value`` in UTC; a naive one is refused, as UtcDateTime refuses it."""
-    if value.tzinfo is UTC:  # transform's are
-        return value
-    if value.tzinfo is None:
-        raise ValueError("a naive datetime has no zone to store it in; attach one")
-    return value.astimezone(UTC)
+def _values(rows: Sequence[Row], now: datetime, stamp: Stamp) -> list[Ready]:
+    """Return each row as a tuple in COLUMNS' order, every value ready for the driver.
 
-
-def _naive_stamp(value: datetime | None) -> str | None:
-    """Return UTC as SQLAlchemy stores it on SQLite and MySQL: 'YYYY-MM-DD HH:MM:SS.ffffff'."""
-    if value is None:
-        return None
-    at = _utc(value)  # formatted from its fields: a third cheaper than an aware isoformat
-    return STAMP % (at.year, at.month, at.day, at.hour, at.minute, at.second, at.microsecond)
-
-
-def _zoned_stamp(value: datetime | None) -> str | None:
-    """Return an instant as PostgreSQL's text input reads it, zone included."""
-    return None if value is None else f"{_naive_stamp(value)}+00:00"
-
-
-_listed: dict[tuple[str, ...], str] = {}  # a region list's JSON text, by its items
-
-
-def _json_list(value: list[str] | None) -> str:
-    """Return a region list as JSON text; no list is JSON null, as SQLAlchemy's JSON writes it."""
-    if value is None:
-        return "null"
-    key = tuple(value)  # a region's lists repeat on every action listed in it
-    text = _listed.get(key)
-    if text is None:
-        text = orjson.dumps(value).decode()
-        if len(_listed) < MAX_LISTS_KEPT:
-            _listed[key] = text
-    return text
-
-
-def _values(
-    rows: Sequence[ActionRow], now: datetime, stamp: Callable[[datetime | None], str | None]
-) -> list[tuple[Any, ...]]:
-    """Return each row as a tuple in COLUMNS' order, every value ready for the driver."""
+    A row comes as transform's dict, or ready already (see etl.sync.prepare).
+    """
     at = stamp(now)
-    return [
-        (
-            row["id"],
-            row["image_id"],
-            row["status"],
-            row["type"],
-            stamp(row["started_at"]),
-            stamp(row["completed_at"]),
-            row["resource_id"],
-            row["resource_type"],
-            row["region_slug"],
-            row["region_name"],
-            row["region_available"],
-            _json_list(row["region_features"]),
-            _json_list(row["region_sizes"]),
-            row["payload_json"],
-            row["content_hash"],
-            at,  # first_seen_at: kept by the update for rows already stored
-            at,  # changed_at
-            None,  # missing_since: a row written is a row listed
-        )
-        for row in rows
-    ]
+    # first_seen_at (kept by the update of a stored row), changed_at, and missing_since:
+    # a row written is a row listed.
+    tail = (at, at, None)
+    return [(row if isinstance(row, tuple) else ready_values(row, stamp)) + tail for row in rows]
 
 
 @cache
@@ -144,24 +85,35 @@ def _postgresql_statements(dialect: Dialect) -> tuple[str, str, str]:
     return create, copy, f"{upsert}; {empty}"
 
 
-Writer = Callable[[Connection, Sequence[ActionRow], datetime], None]
+Writer = Callable[[Connection, Sequence[Row], datetime], None]
+
+
+def _bulk(dialect: Dialect) -> tuple[Writer, str] | None:
+    """Return the dialect's bulk upsert and how it takes timestamps, or None."""
+    if dialect.name == "sqlite" and dialect.driver == "pysqlite":
+        return _write_sqlite, "naive"
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        return _write_postgresql, "zoned"
+    if dialect.name in ("mysql", "mariadb") and dialect.driver in ("pymysql", "mysqldb"):
+        return _write_executemany, "naive"
+    return None
 
 
 def bulk_writer(conn: Connection) -> Writer | None:
     """Return the bulk upsert for ``conn``'s dialect and driver, or None to use SQLAlchemy's."""
-    dialect = conn.dialect
-    if dialect.name == "sqlite" and dialect.driver == "pysqlite":
-        return _write_sqlite
-    if dialect.name == "postgresql" and dialect.driver == "psycopg":
-        return _write_postgresql
-    if dialect.name in ("mysql", "mariadb") and dialect.driver in ("pymysql", "mysqldb"):
-        return _write_executemany
-    return None
+    found = _bulk(conn.dialect)
+    return None if found is None else found[0]
 
 
-def _write_executemany(conn: Connection, rows: Sequence[ActionRow], now: datetime) -> None:
+def bulk_stamps(dialect: Dialect) -> str | None:
+    """Return how the dialect's bulk upsert takes timestamps (etl.ready.STAMPS), or None."""
+    found = _bulk(dialect)
+    return None if found is None else found[1]
+
+
+def _write_executemany(conn: Connection, rows: Sequence[Row], now: datetime) -> None:
     sql, positional = _driver_upsert(conn.dialect)
-    values = _values(rows, now, _naive_stamp)
+    values = _values(rows, now, naive_stamp)
     if positional:
         conn.exec_driver_sql(sql, values)
     else:
@@ -177,9 +129,9 @@ def _rows_sql(sql: str, rows: int) -> str:
     return sql.replace(f"VALUES {group}", f"VALUES {', '.join([group] * rows)}")
 
 
-def _write_sqlite(conn: Connection, rows: Sequence[ActionRow], now: datetime) -> None:
+def _write_sqlite(conn: Connection, rows: Sequence[Row], now: datetime) -> None:
     sql, _ = _driver_upsert(conn.dialect)
-    values = _values(rows, now, _naive_stamp)
+    values = _values(rows, now, naive_stamp)
     limit = _driver(conn).getlimit(conn.dialect.loaded_dbapi.SQLITE_LIMIT_VARIABLE_NUMBER)
     most = max(1, min(limit // len(COLUMNS), MOST_ROWS_A_STATEMENT))
     for start in range(0, len(values), most):
@@ -203,9 +155,9 @@ def _wrapped(conn: Connection, statement: str) -> Iterator[None]:
         raise DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
 
 
-def _write_postgresql(conn: Connection, rows: Sequence[ActionRow], now: datetime) -> None:
+def _write_postgresql(conn: Connection, rows: Sequence[Row], now: datetime) -> None:
     create, copy, upsert = _postgresql_statements(conn.dialect)
-    values = _values(rows, now, _zoned_stamp)
+    values = _values(rows, now, zoned_stamp)
     with _driver(conn).cursor() as cursor:
         with _wrapped(conn, create):
             cursor.execute(create)  # once a session in effect; a rollback may have undone it

@@ -10,7 +10,9 @@ from typing import Any, NamedTuple
 import orjson
 from sqlalchemy import Connection, select
 
-from etl.model import ActionRow, hash_payload
+from etl.errors import DatabaseError
+from etl.model import hash_payload
+from etl.ready import CONTENT_HASH, ID, IMAGE_ID, PAYLOAD_JSON, Row
 from etl.store.bulk import bulk_writer
 from etl.store.database import sqlite_has_json
 from etl.store.schema import image_actions
@@ -35,17 +37,19 @@ class UpsertCounts:
         )
 
 
-def write_rows(conn: Connection, rows: Sequence[ActionRow], *, now: datetime) -> None:
+def write_rows(conn: Connection, rows: Sequence[Row], *, now: datetime) -> None:
     """Upsert ``rows`` (distinct ids) as new or changed, stamped ``now``, listed again."""
     writer = bulk_writer(conn)
     if writer is not None:
         writer(conn, rows, now)
         return
+    if rows and isinstance(rows[0], tuple):  # text for the driver, not values to bind
+        raise DatabaseError(f"rows ready for a driver reached {conn.dialect.name}'s upsert")
     columns = set(image_actions.columns.keys())
     stamped = {"first_seen_at": now, "changed_at": now, "missing_since": None}
     execute_upsert(
         conn,
-        [{**{k: v for k, v in row.items() if k in columns}, **stamped} for row in rows],
+        [{**{k: v for k, v in dict(row).items() if k in columns}, **stamped} for row in rows],
         image_actions,
     )
 
@@ -104,7 +108,7 @@ def read_stored(conn: Connection, ids: Iterable[int]) -> dict[int, Stored]:
 
 def upsert_actions(
     conn: Connection,
-    rows: Sequence[ActionRow],
+    rows: Sequence[Row],
     *,
     now: datetime,
     write: bool = True,
@@ -120,25 +124,36 @@ def upsert_actions(
     the first image that listed it owns it, so ``image_id`` never flips between runs
     (counted in ``elsewhere``, their ids added to ``elsewhere_ids``). With ``write=False``
     (a dry run) only the counts are computed. ``stored`` is what read_stored returned
-    for these ids in the same transaction, when the caller read it already.
+    for these ids in the same transaction, when the caller read it already. Rows are
+    transform's dicts, or all ready for a bulk writer (etl.ready's tuples).
     """
-    latest = {row["id"]: row for row in rows}
+    ready = bool(rows) and isinstance(rows[0], tuple)  # etl.ready's tuples, or dicts
+    key, image, payload, fingerprint = (
+        (ID, IMAGE_ID, PAYLOAD_JSON, CONTENT_HASH)
+        if ready
+        else ("id", "image_id", "payload_json", "content_hash")
+    )
+    every: Sequence[Any] = rows
+    latest: dict[int, Any] = {row[key]: row for row in every}
     if not latest:
         return UpsertCounts()
     if stored is None:
         stored = read_stored(conn, latest)
-    writes: list[ActionRow] = []
+    writes: list[Any] = []
     inserted = elsewhere = 0
     for action_id, row in latest.items():
         known = stored.get(action_id)
-        if known is not None and known.image_id != row["image_id"]:
+        if known is not None and known.image_id != row[image]:
             elsewhere += 1
             if elsewhere_ids is not None:
                 elsewhere_ids.add(action_id)
             owner = known.image_id
-            owned = hash_payload(row["payload_json"].encode(), owner)
-            row = {**row, "image_id": owner, "content_hash": owned}
-        unchanged = known is not None and known.content_hash == row["content_hash"]
+            owned = hash_payload(row[payload].encode(), owner)
+            if ready:
+                row = (*row[:IMAGE_ID], owner, *row[IMAGE_ID + 1 : CONTENT_HASH], owned)
+            else:
+                row = {**row, "image_id": owner, "content_hash": owned}
+        unchanged = known is not None and known.content_hash == row[fingerprint]
         if unchanged and not known.missing:  # type: ignore[union-attr]
             continue
         inserted += known is None

@@ -13,6 +13,7 @@ from etl.config import Settings
 from etl.source.client import ApiClient
 from etl.store.ledger import KnownState
 from etl.sync.coordinator import Coordinator
+from etl.sync.preparer import Preparer
 from etl.sync.ratelimit import RateLimiter
 from etl.sync.results import ImageResult
 from etl.sync.turns import Turns
@@ -39,6 +40,9 @@ class RunContext:
     listed_elsewhere: set[int] = field(default_factory=set)
     # Pages and missing marks that share an action take turns (see Turns).
     turns: Turns = field(default_factory=Turns)
+    # Prepares the pages of scans that read to the end for the dialect's bulk writer, in
+    # the helper process when there is one; None for the dialects that bind per row.
+    preparer: Preparer | None = None
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from etl.store.load import UpsertCounts, read_stored, upsert_actions
 from etl.store.schema import json_depth_limit
 from etl.sync.context import RunContext, ScanOrder
 from etl.sync.coordinator import LATCHED
-from etl.sync.pages import Split, page_ids, split_page
+from etl.sync.pages import Split, page_ids, split_page, split_prepared
+from etl.sync.prepare import PreparedPage
 from etl.sync.prints import PagePrints, parse, stored_as_listed, taken_page
 from etl.sync.results import ImageResult, rescanned
 from etl.sync.scan import ScanState
@@ -83,6 +84,11 @@ def run_order(ctx: RunContext, order: ScanOrder) -> ImageResult:
     return again
 
 
+def listed_ids(items: list[Any] | PreparedPage) -> list[int]:
+    """Return the usable ids of a page's actions, in page order (see page_ids)."""
+    return items.ids if isinstance(items, PreparedPage) else page_ids(items)
+
+
 class ImageScan:
     """One image's scan within a run."""
 
@@ -98,6 +104,7 @@ class ImageScan:
         # The first scan's counts, rejects and undocumented statuses, once a second began.
         self._first: tuple[UpsertCounts, int, int] | None = None
         self._whole = False  # the last scan after the first read to its last page
+        self._read_only: tuple[int, bytes] | None = None  # the last page only read, and its bytes
 
     def run(self) -> ImageResult:
         """Scan the image; see scan_image."""
@@ -186,6 +193,7 @@ class ImageScan:
             # Only the first scan of a --full run takes pages by print.
             previous = parse(known.page_digests) if first and self.full else ()
             self._prints = PagePrints(previous)
+            prepared = not state.may_stop and ctx.preparer is not None  # see etl.sync.prepare
             pages = iter_image_action_pages(
                 ctx.client,
                 image_id,
@@ -193,6 +201,7 @@ class ImageScan:
                 known_first_digest=unparsed
                 if first and known.meta_total == stored_before
                 else None,
+                prepare=self._prepare if prepared else None,
             )
             if not state.may_stop:  # it reads to the end
                 self._take_pages_overlapped(pages, state)
@@ -331,15 +340,40 @@ class ImageScan:
                 if pending is not None:
                     (written, write), pending = pending, None  # accounted once, even if it raises
                     self._account(written, *write.result(), state)
-                if self._prints.matches(page):
+                if self._prints.matches(page.number, page.digest):
                     taken = self._take_printed(page)
                     if taken is not None:
                         self._account(page, *taken, state, taken=True)
                         continue
-                pending = (page, writer.submit(self._store, page.items, page=page.number))
+                pending = (page, writer.submit(self._store, self._actions(page), page=page.number))
         finally:
             if pending is not None:
                 self._account(pending[0], *pending[1].result(), state)
+
+    def _prepare(self, content: bytes, number: int, digest: str) -> PreparedPage:
+        """Read and prepare a page's bytes (see etl.sync.prepare), on the ctx's preparer.
+
+        A page likely to be taken by its print is only read; its bytes are kept, in case
+        it is not taken after all.
+        """
+        preparer = self.ctx.preparer
+        assert preparer is not None  # noqa: S101  (only scans with a preparer pass this)
+        read_only = self._prints.matches(number, digest)
+        self._read_only = (number, content) if read_only else None
+        return preparer.page(content, self.result.image_id, read_only=read_only)
+
+    def _actions(self, page: Page) -> list[Any] | PreparedPage:
+        """Return what _store takes of a page: its items, or the page prepared."""
+        prepared: PreparedPage | None = page.prepared
+        if prepared is None:
+            return page.items
+        if prepared.actions is not None:
+            return prepared
+        # Only read, and not taken by its print after all: prepared now, from its bytes.
+        kept, preparer = self._read_only, self.ctx.preparer
+        if kept is None or kept[0] != page.number or preparer is None:
+            raise RuntimeError(f"page {page.number} was only read, and its bytes not kept")
+        return preparer.page(kept[1], self.result.image_id)
 
     def _take_printed(self, page: Page) -> tuple[Split, UpsertCounts] | None:
         """Count a page with the bytes of a clean page of the last complete scan unchanged.
@@ -349,8 +383,8 @@ class ImageScan:
         clean page holds, which only a collision of fingerprints could bring: it is
         compared as any page.
         """
-        ids = page_ids(page.items)
-        if len(ids) != len(page.items):
+        ids = page_ids(page.items) if page.prepared is None else page.prepared.ids
+        if len(ids) != page.size:
             return None
         self._prints.take(page, ids)
         return taken_page(ids)
@@ -460,15 +494,16 @@ class ImageScan:
                 extra=self._fields(),
             )
 
-    def _store(self, items: list[Any], *, page: int) -> tuple[Split, UpsertCounts]:
+    def _store(self, items: list[Any] | PreparedPage, *, page: int) -> tuple[Split, UpsertCounts]:
         """Store a page's actions in one transaction (a crash keeps the pages before).
 
         The stored fingerprints are read first: an action stored unchanged under this image
-        is not even transformed.
+        is not even transformed (unless it came prepared, transformed already).
         """
         ctx, image_id = self.ctx, self.result.image_id
         now = ctx.now()
-        ids = page_ids(items)
+        prepared = items if isinstance(items, PreparedPage) else None
+        ids = listed_ids(items)
         with ctx.turns.turn(ids), ctx.engine.begin() as conn:
             stored = read_stored(conn, ids)
             # The fingerprint covers the image too: one stored under another never matches.
@@ -477,8 +512,12 @@ class ImageScan:
                 for action_id, found in stored.items()
                 if not found.missing  # listed again: rewritten to clear the mark
             }
-            depth = json_depth_limit(conn.dialect.name)
-            split = split_page(items, image_id, page, known, max_depth=depth)
+            if prepared is not None:
+                assert prepared.actions is not None  # noqa: S101  (see _actions)
+                split = split_prepared(prepared.actions, ids, page, known)
+            else:
+                depth = json_depth_limit(conn.dialect.name)
+                split = split_page(items, image_id, page, known, max_depth=depth)
             counts = upsert_actions(
                 conn,
                 split.rows,

@@ -9,39 +9,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from etl.errors import TransformError
-from etl.model import ActionRow, encode_payload, hash_payload
+from etl.model import encode_payload, hash_payload
+from etl.ready import CONTENT_HASH, ID, Row
 from etl.source.transform import flatten_action
 from etl.store.ledger import Rejected
+from etl.sync.prepare import Prepared, page_ids, usable_id
+
+__all__ = ["Split", "page_ids", "split_page", "split_prepared", "usable_id"]
 
 
 @dataclass
 class Split:
     """A page split into rows to store, rows known unchanged, and dead letters."""
 
-    rows: list[ActionRow] = field(default_factory=list)  # new or changed: to compare and write
+    rows: list[Row] = field(default_factory=list)  # new or changed: to compare and write
     ids: list[int] = field(default_factory=list)  # every valid action's id, in page order
     statuses: list[Any] = field(default_factory=list)  # every valid action's status
     unchanged: int = 0  # actions whose fingerprint matched the stored one: not transformed
     rejected: list[Rejected] = field(default_factory=list)
     hashes: dict[int, str] = field(default_factory=dict)  # each valid action's fingerprint
-
-
-def usable_id(value: Any) -> int | None:
-    """Return ``value`` when it can key a BIGINT column, else None."""
-    if type(value) is int and 0 < value < 2**63:  # not a bool; JSON gives no other int type
-        return value
-    return None
-
-
-def page_ids(items: Sequence[Any]) -> list[int]:
-    """Return the usable ids of a page's actions (as usable_id, inlined: it runs per action)."""
-    return [
-        action_id
-        for raw in items
-        if isinstance(raw, dict)
-        and type(action_id := raw.get("id")) is int  # not a bool
-        and 0 < action_id < 2**63
-    ]
 
 
 def split_page(
@@ -93,4 +79,41 @@ def split_page(
         split.hashes[row["id"]] = row["content_hash"]
         split.ids.append(row["id"])
         split.statuses.append(row["status"])
+    return split
+
+
+def split_prepared(
+    actions: Sequence[Prepared], ids: Sequence[int], page: int, known: Mapping[int, str]
+) -> Split:
+    """Split a page prepared by prepare_items as split_page splits its actions.
+
+    ``ids`` are the page's usable ids (page_ids). The same actions are counted unchanged,
+    stored or rejected, for the same reasons, and the rows come ready for the driver.
+    """
+    split = Split()
+    twice: set[int] = set()
+    if known and len(set(ids)) < len(ids):
+        twice = {i for i, n in Counter(ids).items() if n > 1}
+    for position, (raw_id, status, fingerprint, row, reason, raw) in enumerate(actions):
+        if known and type(raw_id) is int and raw_id not in twice:
+            stored = known.get(raw_id)
+            if stored is not None and fingerprint == stored:
+                split.ids.append(raw_id)
+                split.statuses.append(status)
+                split.hashes[raw_id] = stored
+                split.unchanged += 1
+                continue
+        if row is None:
+            split.rejected.append(
+                Rejected(
+                    action_id=usable_id(raw_id),
+                    reason=f"page {page} action {position + 1}: {reason}",
+                    payload=raw,
+                )
+            )
+            continue
+        split.rows.append(row)
+        split.hashes[row[ID]] = row[CONTENT_HASH]
+        split.ids.append(row[ID])
+        split.statuses.append(status)
     return split

@@ -48,7 +48,7 @@ def stored_as_listed(page: Page, split: Split, counts: UpsertCounts) -> bool:
     None rejected, none with a status the API does not document (warned about on every
     read), none stored under another image (whose fingerprint covers that image).
     """
-    if split.rejected or counts.elsewhere or len(split.ids) != len(page.items):
+    if split.rejected or counts.elsewhere or len(split.ids) != page.size:
         return False
     return all(status in KNOWN_STATUSES for status in split.statuses)
 
@@ -84,12 +84,11 @@ class PagePrints:
     recorded: list[str] = field(default_factory=list)  # in page order; "" for an unclean page
     taken: list[Taken] = field(default_factory=list)
 
-    def matches(self, page: Page) -> bool:
-        """Return whether ``page`` has the bytes of a clean page of the same number."""
-        number = page.number
-        if not 0 < number <= len(self.previous) or not page.digest:
+    def matches(self, number: int, digest: str) -> bool:
+        """Return whether page ``number``'s bytes, by ``digest``, are a clean page's."""
+        if not 0 < number <= len(self.previous) or not digest:
             return False
-        return self.previous[number - 1].partition(JOIN)[0] == page.digest
+        return self.previous[number - 1].partition(JOIN)[0] == digest
 
     def take(self, page: Page, ids: Sequence[int]) -> None:
         """Note a matching page as counted by its print; it keeps its print."""

@@ -17,6 +17,7 @@ from etl.config import Settings
 from etl.errors import ConfigError, EtlError, LockedOutError, TooManyRejectedError
 from etl.source.client import ApiClient
 from etl.source.extract import iter_image_ids
+from etl.store.bulk import bulk_stamps
 from etl.store.database import EMBEDDED, database_error, open_engine, translate_errors
 from etl.store.ledger import (
     ImageState,
@@ -28,11 +29,13 @@ from etl.store.ledger import (
 )
 from etl.store.lock import SyncLock
 from etl.store.revision import HEAD_REVISION, current_revision, ensure_schema
+from etl.store.schema import json_depth_limit
 from etl.store.watermark import Watermark, save_watermark
 from etl.sync.context import RunContext, ScanOrder, open_client
 from etl.sync.coordinator import Coordinator, describe, outcome_of, stop_on_signals
 from etl.sync.image_scan import run_order
 from etl.sync.plan import Plan, make_plan
+from etl.sync.preparer import Preparer, spare_cores
 from etl.sync.ratelimit import RateLimiter
 from etl.sync.results import ImageResult, RunResult
 from etl.timeutil import utc_now
@@ -147,9 +150,23 @@ class _Run:
         one_writer = self.engine.dialect.name in EMBEDDED
         writers = 1 if one_writer else self.settings.workers
         with ThreadPoolExecutor(writers, thread_name_prefix="write") as writer:
-            return self._sync_all(writer)
+            return self._sync_all(writer, self.preparer())
 
-    def _sync_all(self, writer: ThreadPoolExecutor) -> BaseException | None:
+    def preparer(self) -> Preparer | None:
+        """Return what prepares the run's pages, for the dialects with a bulk writer."""
+        dialect = self.engine.dialect
+        stamps = bulk_stamps(dialect)
+        if stamps is None:
+            return None
+        helper = self.settings.helper_process and spare_cores() > 0
+        depth = json_depth_limit(dialect.name)
+        # A --full run reads every page: its helper starts beside the run's own start.
+        full = self.result.mode == "full"
+        return Preparer(stamps=stamps, max_depth=depth, helper=helper, start=full)
+
+    def _sync_all(
+        self, writer: ThreadPoolExecutor, preparer: Preparer | None
+    ) -> BaseException | None:
         context = RunContext(
             client=self.client,
             engine=self.engine,
@@ -161,6 +178,7 @@ class _Run:
             now=self.now,
             page_done=self.page_done,
             writer=writer,
+            preparer=preparer,
         )
         try:
             plan = make_plan(context, self.settings, self.images())

@@ -1,0 +1,171 @@
+"""Where a run's pages are prepared: in the helper process beside it, or in its own threads.
+
+A sync that reads whole listings is bound to one core by the GIL. On a machine with a core
+to spare, the helper process (etl.sync.helper) parses and transforms the pages
+(etl.sync.prepare) while the run's threads fetch and write. One helper is started per
+process, at its first run, and kept for the next. Whatever becomes of it (it cannot start,
+it dies, it fails a page), the run prepares the pages itself: same rows, more time.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections import deque
+from concurrent.futures import Future
+from typing import IO, Any, cast
+
+from etl.config import TOKEN_ENV
+from etl.sync.helper import READY, read_message, write_message
+from etl.sync.prepare import PreparedPage, prepare_page
+
+logger = logging.getLogger(__name__)
+
+
+class HelperGone(Exception):
+    """The helper process could not start, or ended."""
+
+
+def spare_cores() -> int:
+    """Return how many cores this process may run on beyond one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(cores - 1, 0)
+
+
+class Helper:
+    """The run's side of the helper process: calls answered in the order they were sent."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()  # a forked child starts its own
+        # Started without the token (it needs none), in its own session: a terminal's
+        # Ctrl-C is the run's to handle.
+        env = {name: value for name, value in os.environ.items() if name != TOKEN_ENV}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "etl.sync.helper"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+        self._requests = cast(IO[bytes], self._process.stdin)
+        self._answers = cast(IO[bytes], self._process.stdout)
+        self._sending = threading.RLock()  # also held while the calls waiting are failed
+        self._waiting: deque[Future[Any]] = deque()
+        self.alive = True
+        self._reader = threading.Thread(target=self._read, name="helper-answers", daemon=True)
+        self._reader.start()
+
+    def call(self, content: bytes, image_id: int, options: dict[str, Any]) -> PreparedPage:
+        """Return prepare_page's answer from the helper.
+
+        Raises:
+            HelperGone: the helper is not running, or failed the page.
+        """
+        future: Future[Any] = Future()
+        with self._sending:
+            if not self.alive:
+                raise HelperGone("the process that prepares pages beside the run has ended")
+            self._waiting.append(future)
+            try:
+                write_message(self._requests, (content, image_id, options))
+            except (OSError, ValueError) as exc:  # its end of the pipe is closed
+                self._end()
+                raise HelperGone("the helper's input is closed") from exc
+        done, answer = future.result()
+        if not done:
+            raise HelperGone(f"the helper failed a page ({answer})")
+        return cast(PreparedPage, answer)
+
+    def _read(self) -> None:
+        try:
+            if self._answers.read(len(READY)) != READY:
+                raise EOFError("the helper did not start")
+            while True:
+                answer = read_message(self._answers)
+                self._waiting.popleft().set_result(answer)
+        except Exception:
+            self._end()
+        finally:  # the helper has gone, or is going: its input ends it
+            self._answers.close()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+    def _end(self) -> None:
+        with self._sending:
+            self.alive = False
+            while self._waiting:
+                self._waiting.popleft().set_exception(HelperGone("the helper process ended"))
+            with contextlib.suppress(OSError):
+                self._requests.close()
+
+    def close(self) -> None:
+        """End the helper: it exits at the end of its input."""
+        self._end()
+        self._reader.join(timeout=10)
+
+
+_helper: Helper | None = None
+_helper_lock = threading.Lock()
+
+
+def shared_helper() -> Helper | None:
+    """Return the process's helper, started on first use; None when it cannot start."""
+    global _helper
+    with _helper_lock:
+        if _helper is None or not _helper.alive or _helper.pid != os.getpid():
+            try:
+                _helper = Helper()
+            except OSError as exc:
+                logger.info("no helper process (%s); pages are prepared in the run", exc)
+                return None
+        return _helper
+
+
+@atexit.register
+def _close_helper() -> None:
+    if _helper is not None and _helper.pid == os.getpid():
+        _helper.close()
+
+
+class Preparer:
+    """Prepares one run's pages for its dialect's bulk writer (see etl.ready.STAMPS)."""
+
+    def __init__(
+        self, *, stamps: str, max_depth: int | None, helper: bool, start: bool = False
+    ) -> None:
+        """``helper``: prepare pages in the helper process; ``start`` it now, not at the first."""
+        self.stamps = stamps
+        self.max_depth = max_depth
+        self._use_helper = helper
+        self._helper = shared_helper() if helper and start else None
+        self._warned = False
+
+    def page(self, content: bytes, image_id: int, *, read_only: bool = False) -> PreparedPage:
+        """Return a page's bytes read and prepared (see prepare_page)."""
+        options: dict[str, Any] = {
+            "stamps": self.stamps,
+            "max_depth": self.max_depth,
+            "read_only": read_only,
+        }
+        if self._use_helper and self._helper is None:
+            self._helper = shared_helper()  # an incremental run may never need it
+        helper = self._helper
+        if helper is not None:
+            try:
+                return helper.call(content, image_id, options)
+            except HelperGone as exc:
+                if not self._warned:
+                    self._warned = True
+                    logger.warning("%s; the run prepares its pages itself, more slowly", exc)
+        return prepare_page(content, image_id, **options)

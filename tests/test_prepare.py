@@ -1,0 +1,218 @@
+"""Pages prepared beside the run: the same split as split_page, in a helper process or not."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine
+
+from etl.fake import FakeApi
+from etl.model import encode_payload, hash_payload
+from etl.ready import STAMPS, ready_values
+from etl.source.reading import NOT_JSON, NOT_OBJECT, OBJECT, next_link, parse_total
+from etl.sync import preparer as preparer_module
+from etl.sync.pages import page_ids, split_page, split_prepared
+from etl.sync.prepare import RAW, REASON, prepare_items, prepare_page
+from etl.sync.preparer import Helper, Preparer, shared_helper
+from etl.sync.run import run_sync
+from tests.support.doubles import TOKEN, RecordingSleep
+from tests.support.oracle import expected_table
+from tests.support.rows import read_rows, without_bookkeeping
+from tests.support.runs import settings_for, sync
+from tests.test_hostile import ACTIONS, JSON
+
+
+def known_for(items: list[Any], image_id: int, choices: list[int]) -> dict[int, str]:
+    """Return stored fingerprints for some of ``items``' ids: right, wrong, or none."""
+    known: dict[int, str] = {}
+    for raw, choice in zip(items, choices, strict=False):
+        if not page_ids([raw]) or choice == 0:
+            continue
+        try:
+            right = hash_payload(encode_payload(raw), image_id)
+        except Exception:
+            right = "f" * 32
+        known[raw["id"]] = right if choice == 1 else "0" * 32
+    return known
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    items=st.lists(ACTIONS | JSON, max_size=6).map(lambda items: items + items[:1]),
+    choices=st.lists(st.integers(0, 2), min_size=7, max_size=7),
+    stamps=st.sampled_from(sorted(STAMPS)),
+    max_depth=st.sampled_from([None, 3]),
+)
+def test_a_prepared_page_splits_as_split_page_splits_it(
+    items: list[Any], choices: list[int], stamps: str, max_depth: int | None
+) -> None:
+    known = known_for(items, 7, choices)
+    expected = split_page(items, 7, 3, known, max_depth=max_depth)
+
+    actions = prepare_items(items, 7, stamps=stamps, max_depth=max_depth)
+    split = split_prepared(actions, page_ids(items), 3, known)
+
+    assert split.rows == [ready_values(row, STAMPS[stamps]) for row in expected.rows]  # type: ignore[arg-type]
+    assert (split.ids, split.statuses) == (expected.ids, expected.statuses)
+    assert (split.unchanged, split.hashes) == (expected.unchanged, expected.hashes)
+    assert split.rejected == expected.rejected
+
+
+def test_a_stored_action_that_no_longer_transforms_counts_unchanged_as_split_page_counts_it() -> (
+    None
+):
+    raw = {"id": 1, "status": "odd", "started_at": "yesterday"}  # stored by an older version
+    known = {1: hash_payload(encode_payload(raw), 7)}
+
+    split = split_prepared(prepare_items([raw], 7, stamps="naive", max_depth=None), [1], 1, known)
+
+    assert (split.unchanged, split.statuses, split.rejected) == (1, ["odd"], [])
+    assert split_page([raw], 7, 1, known).statuses == ["odd"]
+
+
+def page_bytes(body: Any) -> bytes:
+    return json.dumps(body).encode()
+
+
+ACTION = {"id": 5, "status": "completed", "started_at": "2026-11-01T10:00:00Z", "region": None}
+LISTED = {"actions": [ACTION], "meta": {"total": 9}}
+
+
+@pytest.mark.parametrize(
+    ("content", "shape", "listed"),
+    [
+        pytest.param(b'{"actions": [', NOT_JSON, False, id="cut-short"),
+        pytest.param(b"\xff\xfe", NOT_JSON, False, id="not-utf8"),
+        pytest.param(b"[1, 2]", NOT_OBJECT, False, id="a-list"),
+        pytest.param(page_bytes({"actions": 5, "meta": {"total": 1}}), OBJECT, False, id="no-list"),
+        pytest.param(page_bytes({**LISTED, "links": {"pages": {"next": "n"}}}), OBJECT, True),
+        pytest.param(page_bytes({**LISTED, "meta": {"total": True}}), OBJECT, True, id="bad-total"),
+    ],
+)
+def test_a_page_is_read_as_the_client_reads_it(content: bytes, shape: int, listed: bool) -> None:
+    page = prepare_page(content, 7, stamps="naive", max_depth=None)
+    read_only = prepare_page(content, 7, stamps="naive", max_depth=None, read_only=True)
+
+    assert (page.shape, page.listed) == (shape, listed)
+    if listed:
+        body = json.loads(content)
+        assert (page.total, page.next_link) == (parse_total(body), next_link(body))
+        assert (page.size, page.ids) == (len(body["actions"]), page_ids(body["actions"]))
+        assert page.actions == prepare_items(body["actions"], 7, stamps="naive", max_depth=None)
+        assert read_only == page._replace(actions=None)  # read, not prepared
+
+
+def a_page() -> bytes:
+    actions = [{**ACTION, "id": n} for n in range(30, 10, -1)] + [{"id": "bad"}]
+    return page_bytes({"actions": actions, "meta": {"total": 21}})
+
+
+def test_the_helper_process_prepares_a_page_as_the_run_would() -> None:
+    helper = Helper()
+    try:
+        options = {"stamps": "zoned", "max_depth": 32, "read_only": False}
+        answer = helper.call(a_page(), 7, options)
+    finally:
+        helper.close()
+
+    assert answer == prepare_page(a_page(), 7, **options)
+    assert answer.actions is not None
+    assert answer.actions[-1][REASON] is not None  # the dead letter travels whole
+    assert answer.actions[-1][RAW] == {"id": "bad"}
+    assert pickle.loads(pickle.dumps(answer)) == answer  # noqa: S301  (our own bytes)
+
+
+def test_the_helper_process_gets_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)
+    helper = Helper()
+    try:
+        helper.call(a_page(), 7, {"stamps": "naive", "max_depth": None})
+        with open(f"/proc/{helper._process.pid}/environ", "rb") as handle:
+            environ = handle.read()
+    finally:
+        helper.close()
+
+    assert TOKEN.encode() not in environ
+    assert b"PATH=" in environ  # the rest of the environment is there
+
+
+def test_a_helper_that_ended_leaves_the_preparing_to_the_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    preparer = Preparer(stamps="naive", max_depth=None, helper=True, start=True)
+    helper = preparer._helper
+    assert helper is not None
+    helper._process.kill()
+    helper._process.wait()
+
+    with caplog.at_level(logging.WARNING):
+        page = preparer.page(a_page(), 7)
+
+    assert page == prepare_page(a_page(), 7, stamps="naive", max_depth=None)
+    assert "the run prepares its pages itself" in caplog.text
+    assert shared_helper() is not helper  # the next run starts another
+
+
+def counted_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the pages the helper process prepares."""
+    calls: list[int] = []
+    call = Helper.call
+
+    def counting(self: Helper, content: bytes, image_id: int, options: dict[str, Any]) -> Any:
+        calls.append(image_id)
+        return call(self, content, image_id, options)
+
+    monkeypatch.setattr(Helper, "call", counting)
+    return calls
+
+
+def test_a_full_sync_stores_the_same_with_the_helper_or_without(
+    api: FakeApi, engine: Engine, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = counted_calls(monkeypatch)
+    if engine.dialect.name == "duckdb":
+        pytest.skip("DuckDB binds per row: its pages are not prepared")
+    monkeypatch.setattr(preparer_module, "spare_cores", lambda: 1)  # as on this machine
+
+    helped = sync(api, database_url)
+    assert helped.outcome == "succeeded"
+    assert len(calls) == helped.requests  # every page went to the helper
+    first = without_bookkeeping(read_rows(engine))
+    assert first == expected_table(api.world)
+
+    for image in api.world.actions:  # a change on every image's second page
+        action = api.world.actions[image][25]
+        action["status"] = "errored" if action["status"] != "errored" else "completed"
+    alone = sync(api, database_url, full=True, helper_process=False)
+    assert len(calls) == helped.requests  # none since
+    assert alone.counts.updated == len(api.world.actions)
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+
+
+def test_a_helper_killed_mid_run_loses_nothing(
+    api: FakeApi, engine: Engine, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if engine.dialect.name == "duckdb":
+        pytest.skip("DuckDB binds per row: its pages are not prepared")
+    monkeypatch.setattr(preparer_module, "spare_cores", lambda: 1)
+    killed: list[int] = []
+
+    def kill_once(_image: Any) -> None:
+        helper = shared_helper()
+        if not killed and helper is not None:
+            killed.append(helper._process.pid)
+            os.kill(helper._process.pid, 9)
+
+    settings = settings_for(api, database_url)
+    run = run_sync(settings, sleep=RecordingSleep(), on_page=kill_once)
+
+    assert killed
+    assert run.outcome == "succeeded"
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
