@@ -215,6 +215,11 @@ _LISTED_SQLITE = (
     "SELECT json_group_array(json_array(id, content_hash)) FROM image_actions "
     "WHERE image_id = ? AND missing_since IS NULL"
 )
+# psycopg and pymysql take the statement as text, compiled once (a --full run reads every
+# stored row this way, an image at a time).
+_LISTED_FORMAT = (
+    "SELECT id, content_hash FROM image_actions WHERE image_id = %s AND missing_since IS NULL"
+)
 _UNFINISHED = (
     select(image_actions.c.id)
     .where(
@@ -262,7 +267,9 @@ def listed_hashes(conn: Connection, image_id: int) -> dict[int, str]:
     if conn.dialect.name == "sqlite" and sqlite_has_json():  # one row: see load.read_stored
         found = conn.exec_driver_sql(_LISTED_SQLITE, (image_id,)).scalar_one()
         return dict(orjson.loads(found))
-    return {row[0]: row[1] for row in conn.execute(_LISTED, {"image": image_id})}
+    if conn.dialect.driver in ("psycopg", "pymysql"):  # statement text built once
+        return dict(conn.exec_driver_sql(_LISTED_FORMAT, (image_id,)).fetchall())
+    return dict(conn.execute(_LISTED, {"image": image_id}).fetchall())
 
 
 def mark_missing(conn: Connection, image_id: int, gone: Sequence[int], *, now: datetime) -> int:
