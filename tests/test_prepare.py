@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import pickle
+import signal
 from typing import Any
 
 import pytest
@@ -146,7 +147,8 @@ def test_the_helper_process_gets_no_token(monkeypatch: pytest.MonkeyPatch) -> No
 def test_a_helper_that_ended_leaves_the_preparing_to_the_run(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    preparer = Preparer(stamps="naive", max_depth=None, helper=True, start=True)
+    preparer = Preparer(stamps="naive", max_depth=None, helper=True)
+    preparer.start()
     helper = preparer._helper
     assert helper is not None
     helper._process.kill()
@@ -158,6 +160,25 @@ def test_a_helper_that_ended_leaves_the_preparing_to_the_run(
     assert page == prepare_page(a_page(), 7, stamps="naive", max_depth=None)
     assert "the run prepares its pages itself" in caplog.text
     assert shared_helper() is not helper  # the next run starts another
+
+
+def test_a_helper_that_stops_answering_is_left_behind(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(preparer_module, "ANSWER_TIMEOUT", 0.5)
+    preparer = Preparer(stamps="zoned", max_depth=None, helper=True)
+    preparer.start()
+    helper = preparer._helper
+    assert helper is not None
+    helper.call(a_page(), 7, {"stamps": "zoned", "max_depth": None})  # it has started
+    os.kill(helper._process.pid, signal.SIGSTOP)
+
+    with caplog.at_level(logging.WARNING):
+        page = preparer.page(a_page(), 7)
+
+    assert page == prepare_page(a_page(), 7, stamps="zoned", max_depth=None)
+    assert "gave no answer in 0.5 s" in caplog.text
+    assert helper._process.wait(timeout=5) == -signal.SIGKILL
 
 
 def counted_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:

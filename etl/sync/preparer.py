@@ -26,6 +26,10 @@ from etl.sync.prepare import PreparedPage, prepare_page
 
 logger = logging.getLogger(__name__)
 
+# A page takes the helper milliseconds; one that takes this long means it is stopped or
+# stuck (a SIGSTOP, a machine out of memory), and the run prepares its pages itself.
+ANSWER_TIMEOUT = 60.0
+
 
 class HelperGone(Exception):
     """The helper process could not start, or ended."""
@@ -79,7 +83,12 @@ class Helper:
             except (OSError, ValueError) as exc:  # its end of the pipe is closed
                 self._end()
                 raise HelperGone("the helper's input is closed") from exc
-        done, answer = future.result()
+        try:
+            done, answer = future.result(timeout=ANSWER_TIMEOUT)
+        except TimeoutError as exc:  # stopped, or stuck: the run goes on without it
+            self._process.kill()
+            self._end()
+            raise HelperGone(f"the helper gave no answer in {ANSWER_TIMEOUT:g} s") from exc
         if not done:
             raise HelperGone(f"the helper failed a page ({answer})")
         return cast(PreparedPage, answer)
@@ -109,6 +118,14 @@ class Helper:
             with contextlib.suppress(OSError):
                 self._requests.close()
 
+    def peak_rss_kib(self) -> int | None:
+        """Return the helper's peak resident memory so far, where Linux's /proc says it."""
+        try:
+            with open(f"/proc/{self._process.pid}/status", encoding="ascii") as status:
+                return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+        except (OSError, StopIteration, ValueError, IndexError):
+            return None
+
     def close(self) -> None:
         """End the helper: it exits at the end of its input."""
         self._end()
@@ -132,24 +149,37 @@ def shared_helper() -> Helper | None:
         return _helper
 
 
+def shared_helper_peak_rss_kib() -> int | None:
+    """Return the peak resident memory of the process's helper, if it has one (see Helper)."""
+    helper = _helper
+    return None if helper is None else helper.peak_rss_kib()
+
+
 @atexit.register
-def _close_helper() -> None:
-    if _helper is not None and _helper.pid == os.getpid():
-        _helper.close()
+def close_shared_helper() -> None:
+    """End the process's helper, if it started one (also at the interpreter's exit)."""
+    global _helper
+    with _helper_lock:
+        helper, _helper = _helper, None
+    if helper is not None and helper.pid == os.getpid():
+        helper.close()
 
 
 class Preparer:
     """Prepares one run's pages for its dialect's bulk writer (see etl.ready.STAMPS)."""
 
-    def __init__(
-        self, *, stamps: str, max_depth: int | None, helper: bool, start: bool = False
-    ) -> None:
-        """``helper``: prepare pages in the helper process; ``start`` it now, not at the first."""
+    def __init__(self, *, stamps: str, max_depth: int | None, helper: bool) -> None:
+        """``helper``: prepare pages in the helper process, started at the first page."""
         self.stamps = stamps
         self.max_depth = max_depth
         self._use_helper = helper
-        self._helper = shared_helper() if helper and start else None
+        self._helper: Helper | None = None
         self._warned = False
+
+    def start(self) -> None:
+        """Start the helper now (its start-up overlaps the run's), rather than at the first page."""
+        if self._use_helper and self._helper is None:
+            self._helper = shared_helper()
 
     def page(self, content: bytes, image_id: int, *, read_only: bool = False) -> PreparedPage:
         """Return a page's bytes read and prepared (see prepare_page)."""
