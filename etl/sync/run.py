@@ -46,6 +46,12 @@ logger = logging.getLogger(__name__)
 __all__ = ["ImageResult", "RunResult", "run_sync"]
 
 
+def _reads_to_end(order: ScanOrder) -> bool:
+    """Return whether an image's scan will read its whole listing (see ImageScan)."""
+    known = order.known
+    return not order.refresh_only and (order.full or known is None or not known.scan_complete)
+
+
 class _Run:
     """One run: its settings, collaborators and result."""
 
@@ -159,10 +165,10 @@ class _Run:
         if stamps is None:
             return None
         helper = self.settings.helper_process and spare_cores() > 0
-        depth = json_depth_limit(dialect.name)
-        # A --full run reads every page: its helper starts beside the run's own start.
-        full = self.result.mode == "full"
-        return Preparer(stamps=stamps, max_depth=depth, helper=helper, start=full)
+        preparer = Preparer(stamps=stamps, max_depth=json_depth_limit(dialect.name), helper=helper)
+        if self.result.mode == "full":  # every page is read: start it beside the plan
+            preparer.start()
+        return preparer
 
     def _sync_all(
         self, writer: ThreadPoolExecutor, preparer: Preparer | None
@@ -186,6 +192,8 @@ class _Run:
             with self.engine.connect().execution_options(read_only=True) as conn:
                 known = known_states(conn, scanned)
             plan.orders = [replace(order, known=known.get(order.image_id)) for order in plan.orders]
+            if preparer is not None and any(_reads_to_end(order) for order in plan.orders):
+                preparer.start()  # on the spare core, while the first pages are fetched
             if self.on_plan is not None:  # the images the run will scan and report
                 self.on_plan(len(scanned))
         except BaseException as exc:  # settled below, like a worker's
