@@ -26,7 +26,7 @@ from functools import cache, lru_cache
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import Column, Connection, Dialect, MetaData, Table, delete, select
+from sqlalchemy import Column, Connection, Dialect, Engine, MetaData, Table, delete, event, select
 from sqlalchemy.exc import DBAPIError
 
 from etl.errors import DatabaseError
@@ -38,6 +38,7 @@ COLUMNS = tuple(column.name for column in image_actions.columns)
 STAMPS = ("started_at", "completed_at")  # the row's own timestamps; the rest are "now"
 LISTS = ("region_features", "region_sizes")  # JSON columns besides the payload
 INCOMING = "image_actions_incoming"  # PostgreSQL's per-session staging table
+STAGED = "image_actions_incoming_created"  # in a connection's info: INCOMING exists there
 MOST_ROWS_A_STATEMENT = 200  # SQLite: a page of the API's largest, whatever a server sends
 
 
@@ -69,6 +70,16 @@ def _driver_upsert(dialect: Dialect) -> tuple[str, bool]:
 incoming = Table(
     INCOMING, MetaData(), *(Column(column.name, column.type) for column in image_actions.columns)
 )
+
+
+@event.listens_for(Engine, "rollback")
+def _staging_rolled_back(conn: Connection) -> None:
+    """Forget the staging table of a connection whose transaction rolled back.
+
+    The rollback undid it if that transaction created it; the next page creates it again.
+    (conn.info follows the driver's connection, whichever checkout uses it.)
+    """
+    conn.info.pop(STAGED, None)
 
 
 @cache
@@ -159,8 +170,10 @@ def _write_postgresql(conn: Connection, rows: Sequence[Row], now: datetime) -> N
     create, copy, upsert = _postgresql_statements(conn.dialect)
     values = _values(rows, now, zoned_stamp)
     with _driver(conn).cursor() as cursor:
-        with _wrapped(conn, create):
-            cursor.execute(create)  # once a session in effect; a rollback may have undone it
+        if not conn.info.get(STAGED):  # once a session (see _staging_rolled_back)
+            with _wrapped(conn, create):
+                cursor.execute(create)
+            conn.info[STAGED] = True
         with _wrapped(conn, copy), cursor.copy(copy) as stream:
             for value in values:
                 stream.write_row(value)
