@@ -1,4 +1,9 @@
-"""Run the CLI in this process, then print its peak RSS as a last JSON line."""
+"""Run the CLI in this process, then print its peak RSS as a last JSON line.
+
+The peak counts the page helper's too (etl.sync.preparer), read from /proc before it
+ends (its rusage would count the run's pages it shared for a moment when it was forked):
+the two processes' peaks added, an upper bound of what they held at once.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,14 @@ import resource
 import sys
 
 from etl.ops.cli import main
+from etl.sync.preparer import close_shared_helper, shared_helper_peak_rss_kib
 
 if __name__ == "__main__":
     code = main(sys.argv[1:])
     sys.stdout.flush()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"peak_rss_mib": peak, "exit": code}), flush=True)
+    helper = (shared_helper_peak_rss_kib() or 0) / 1024
+    close_shared_helper()
+    run = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peaks = {"peak_rss_mib": run + helper, "helper_rss_mib": helper}
+    print(json.dumps({**peaks, "exit": code}), flush=True)
     raise SystemExit(code)
