@@ -129,9 +129,9 @@ def read_answer(
     """Return the JSON object of a 200 and its fingerprint, or raise what the status means.
 
     ``prepare`` reads the bytes instead, given them and their fingerprint (see
-    etl.sync.prepare): its ``shape`` says whether they were a JSON object. Bytes that may
-    spell the token in backslash-u escapes are parsed here, to be redacted, and ``prepare`` is not
-    called.
+    etl.sync.prepare): its ``shape`` says whether they were a JSON object. Bytes holding
+    any backslash escape, which may spell the token, are parsed here to be redacted, and
+    ``prepare`` is not called.
 
     Without ``fingerprint`` (and no ``known_digest``) the digest is left empty: hashing a
     page costs about as much as parsing it.
@@ -149,7 +149,8 @@ def read_answer(
         digest = hashlib.blake2b(content, digest_size=16).hexdigest() if wanted else ""
         if digest == known_digest:
             return Answer(None, digest)  # the very bytes parsed before: valid JSON
-        escaped = b"\\u" in content  # the token spelled in \u escapes escaped the byte redaction
+        # Any escape may spell part of the token (a \u escape, \/) past the byte redaction.
+        escaped = b"\\" in content
         if prepare is not None and not escaped:
             prepared = prepare(content, digest)
             _check_shape(prepared.shape, where)
