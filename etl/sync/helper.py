@@ -23,11 +23,10 @@ HEADER = struct.Struct("!Q")  # each message's length
 READY = b"ready\n"  # the helper's first words: it has imported what it needs
 
 
-def write_message(stream: IO[bytes], value: object) -> None:
-    """Write ``value`` as one length-prefixed pickle, and flush it."""
+def encode_message(value: object) -> bytes:
+    """Return ``value`` as one length-prefixed pickle."""
     data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(HEADER.pack(len(data)) + data)
-    stream.flush()
+    return HEADER.pack(len(data)) + data
 
 
 def read_message(stream: IO[bytes]) -> object:
@@ -52,11 +51,15 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
         except EOFError:
             return
         content, image_id, options = request
-        try:
-            answer: tuple[bool, object] = (True, prepare_page(content, image_id, **options))
+        try:  # a bug, or a page nested too deep to pickle: the run prepares it itself
+            message = encode_message((True, prepare_page(content, image_id, **options)))
         except Exception as exc:
-            answer = (False, f"{type(exc).__name__}: {exc}"[:300])
-        write_message(answers, answer)
+            message = encode_message((False, f"{type(exc).__name__}: {exc}"[:300]))
+        try:
+            answers.write(message)
+            answers.flush()
+        except OSError:  # the run has gone
+            return
 
 
 if __name__ == "__main__":

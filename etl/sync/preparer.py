@@ -16,12 +16,14 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
 from typing import IO, Any, cast
 
 from etl.config import TOKEN_ENV
-from etl.sync.helper import READY, read_message, write_message
+from etl.errors import RunInterrupted
+from etl.sync.helper import READY, encode_message, read_message
 from etl.sync.prepare import PreparedPage, prepare_page
 
 logger = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ logger = logging.getLogger(__name__)
 # A page takes the helper milliseconds; one that takes this long means it is stopped or
 # stuck (a SIGSTOP, a machine out of memory), and the run prepares its pages itself.
 ANSWER_TIMEOUT = 60.0
+STOP_CHECK = 0.1  # a wait for an answer looks at the run's stop this often
 
 
 class HelperGone(Exception):
@@ -67,31 +70,54 @@ class Helper:
         self._reader = threading.Thread(target=self._read, name="helper-answers", daemon=True)
         self._reader.start()
 
-    def call(self, content: bytes, image_id: int, options: dict[str, Any]) -> PreparedPage:
+    def call(
+        self,
+        content: bytes,
+        image_id: int,
+        options: dict[str, Any],
+        stop: threading.Event | None = None,
+    ) -> PreparedPage:
         """Return prepare_page's answer from the helper.
 
         Raises:
-            HelperGone: the helper is not running, or failed the page.
+            HelperGone: the helper is not running, failed the page, or gave no answer in
+                ANSWER_TIMEOUT seconds (it is killed then).
+            RunInterrupted: ``stop`` was set while waiting.
         """
+        request = encode_message((content, image_id, options))  # nothing is sent if it fails
         future: Future[Any] = Future()
         with self._sending:
             if not self.alive:
                 raise HelperGone("the process that prepares pages beside the run has ended")
-            self._waiting.append(future)
+            self._waiting.append(future)  # before the write: its answer may come at once
             try:
-                write_message(self._requests, (content, image_id, options))
-            except (OSError, ValueError) as exc:  # its end of the pipe is closed
-                self._end()
-                raise HelperGone("the helper's input is closed") from exc
-        try:
-            done, answer = future.result(timeout=ANSWER_TIMEOUT)
-        except TimeoutError as exc:  # stopped, or stuck: the run goes on without it
-            self._process.kill()
-            self._end()
-            raise HelperGone(f"the helper gave no answer in {ANSWER_TIMEOUT:g} s") from exc
+                self._requests.write(request)
+                self._requests.flush()
+            except BaseException as exc:
+                # Half a request may have gone: no later answer could be matched to its call.
+                self._kill()
+                if isinstance(exc, Exception):
+                    raise HelperGone(f"a page could not be sent ({type(exc).__name__})") from exc
+                raise
+        deadline = time.monotonic() + ANSWER_TIMEOUT
+        while True:
+            try:
+                done, answer = future.result(timeout=STOP_CHECK)
+                break
+            except TimeoutError:
+                if stop is not None and stop.is_set():
+                    raise RunInterrupted("the run was asked to stop") from None
+                if time.monotonic() > deadline:  # stopped, or stuck: the run goes on without it
+                    self._kill()
+                    raise HelperGone(f"the helper gave no answer in {ANSWER_TIMEOUT:g} s") from None
         if not done:
             raise HelperGone(f"the helper failed a page ({answer})")
         return cast(PreparedPage, answer)
+
+    def _kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self._process.kill()
+        self._end()
 
     def _read(self) -> None:
         try:
@@ -127,8 +153,15 @@ class Helper:
             return None
 
     def close(self) -> None:
-        """End the helper: it exits at the end of its input."""
+        """End the helper: it exits at the end of its input, or is killed soon after.
+
+        (A process forked from this one holds its input open as well.)
+        """
         self._end()
+        try:
+            self._process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self._kill()
         self._reader.join(timeout=10)
 
 
@@ -168,10 +201,21 @@ def close_shared_helper() -> None:
 class Preparer:
     """Prepares one run's pages for its dialect's bulk writer (see etl.ready.STAMPS)."""
 
-    def __init__(self, *, stamps: str, max_depth: int | None, helper: bool) -> None:
-        """``helper``: prepare pages in the helper process, started at the first page."""
+    def __init__(
+        self,
+        *,
+        stamps: str,
+        max_depth: int | None,
+        helper: bool,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """``helper``: prepare pages in the helper process, started at the first page.
+
+        ``stop``: the run's stop (see Coordinator): a wait for the helper ends with it.
+        """
         self.stamps = stamps
         self.max_depth = max_depth
+        self._stop = stop
         self._use_helper = helper
         self._helper: Helper | None = None
         self._warned = False
@@ -193,7 +237,7 @@ class Preparer:
         helper = self._helper
         if helper is not None:
             try:
-                return helper.call(content, image_id, options)
+                return helper.call(content, image_id, options, self._stop)
             except HelperGone as exc:
                 if not self._warned:
                     self._warned = True

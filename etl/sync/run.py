@@ -165,7 +165,9 @@ class _Run:
         if stamps is None:
             return None
         helper = self.settings.helper_process and spare_cores() > 0
-        preparer = Preparer(stamps=stamps, max_depth=json_depth_limit(dialect.name), helper=helper)
+        depth = json_depth_limit(dialect.name)
+        stop = self.coordinator.stop
+        preparer = Preparer(stamps=stamps, max_depth=depth, helper=helper, stop=stop)
         if self.result.mode == "full":  # every page is read: start it beside the plan
             preparer.start()
         return preparer
