@@ -7,6 +7,9 @@ import logging
 import os
 import pickle
 import signal
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,16 +17,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
+from etl.errors import RunInterrupted
 from etl.fake import FakeApi
 from etl.model import encode_payload, hash_payload
 from etl.ready import STAMPS, ready_values
 from etl.source.reading import NOT_JSON, NOT_OBJECT, OBJECT, next_link, parse_total
+from etl.store.schema import rejected_actions
 from etl.sync import preparer as preparer_module
 from etl.sync.pages import page_ids, split_page, split_prepared
 from etl.sync.prepare import RAW, REASON, prepare_items, prepare_page
-from etl.sync.preparer import Helper, Preparer, shared_helper
-from etl.sync.run import run_sync
+from etl.sync.preparer import Helper, HelperGone, Preparer, shared_helper
+from etl.sync.run import _Run, run_sync
+from tests.support.databases import fresh_database, migrated_engine
 from tests.support.doubles import TOKEN, RecordingSleep
+from tests.support.faults import Fault
 from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
 from tests.support.runs import settings_for, sync
@@ -181,40 +188,118 @@ def test_a_helper_that_stops_answering_is_left_behind(
     assert helper._process.wait(timeout=5) == -signal.SIGKILL
 
 
+def test_a_wait_for_a_stopped_helper_ends_with_the_run_s_stop() -> None:
+    helper = Helper()
+    try:
+        helper.call(a_page(), 7, {"stamps": "naive", "max_depth": None})
+        os.kill(helper._process.pid, signal.SIGSTOP)
+        stop = threading.Event()
+        threading.Timer(0.3, stop.set).start()  # SIGTERM, say
+        started = time.monotonic()
+
+        with pytest.raises(RunInterrupted):
+            helper.call(a_page(), 7, {"stamps": "naive", "max_depth": None}, stop)
+
+        assert time.monotonic() - started < 2
+    finally:
+        os.kill(helper._process.pid, signal.SIGKILL)
+        helper.close()
+
+
+def test_a_page_that_fails_to_go_to_the_helper_leaves_no_answer_to_the_wrong_page(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    preparer = Preparer(stamps="naive", max_depth=None, helper=True)
+    preparer.start()
+    helper = preparer._helper
+    assert helper is not None
+    helper.call(a_page(), 7, {"stamps": "naive", "max_depth": None})
+    real_write = helper._requests.write
+
+    def half_written(data: bytes) -> int:
+        real_write(data[: len(data) // 2])
+        raise MemoryError  # say
+
+    monkeypatch.setattr(helper._requests, "write", half_written)
+    with pytest.raises(HelperGone, match="could not be sent"):
+        helper.call(a_page(), 7, {"stamps": "naive", "max_depth": None})
+    other = page_bytes({"actions": [{**ACTION, "id": 99}], "meta": {"total": 1}})
+
+    assert preparer.page(other, 8).ids == [99]  # the run's own: the helper is gone
+    assert not helper.alive
+
+
 def counted_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the pages the helper process prepares."""
+    """Count the pages the helper process prepared (answered, not failed)."""
     calls: list[int] = []
     call = Helper.call
 
-    def counting(self: Helper, content: bytes, image_id: int, options: dict[str, Any]) -> Any:
+    def counting(self: Helper, content: bytes, image_id: int, *args: Any) -> Any:
+        answer = call(self, content, image_id, *args)
         calls.append(image_id)
-        return call(self, content, image_id, options)
+        return answer
 
     monkeypatch.setattr(Helper, "call", counting)
     return calls
 
 
-def test_a_full_sync_stores_the_same_with_the_helper_or_without(
-    api: FakeApi, engine: Engine, database_url: str, monkeypatch: pytest.MonkeyPatch
+def test_a_token_behind_any_json_escape_is_redacted_and_never_prepared(
+    api: FakeApi, database_url: str, engine: Engine
+) -> None:
+    token = "dop_v1/secret/0123456789abcdef"  # a token may hold "/", which JSON may escape
+    api.token = token
+    image = next(iter(api.world.actions))
+    spelled = token.replace("/", "\\/")
+    body = '{"actions": [{"id": 1, "type": "' + spelled + '"}], "meta": {"total": 1}}'
+    api.faults.append(Fault("raw", 200, path=f"/v2/images/{image}/actions", body=body.encode()))
+
+    run = sync(api, database_url, token=token, images=(image,))
+
+    assert run.outcome == "succeeded"
+    stored = read_rows(engine)
+    assert [row["type"] for row in stored] == ["***"]
+    assert "secret" not in json.dumps(stored, default=str)
+
+
+def test_a_full_sync_stores_the_same_with_the_helper_as_without_prepared_pages(
+    api: FakeApi,
+    engine: Engine,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     calls = counted_calls(monkeypatch)
     if engine.dialect.name == "duckdb":
         pytest.skip("DuckDB binds per row: its pages are not prepared")
     monkeypatch.setattr(preparer_module, "spare_cores", lambda: 1)  # as on this machine
+    for image in api.world.actions:  # dead letters, duplicates and odd statuses too
+        listed = api.world.actions[image]
+        listed[3]["started_at"] = "yesterday"
+        listed[4]["status"] = "pending"
+        listed[30]["region"] = {"slug": ["not", "text"]}
+        listed.insert(6, dict(listed[7]))
 
     helped = sync(api, database_url)
-    assert helped.outcome == "succeeded"
-    assert len(calls) == helped.requests  # every page went to the helper
-    first = without_bookkeeping(read_rows(engine))
-    assert first == expected_table(api.world)
+    assert len(calls) == helped.requests  # every page was prepared by the helper
+    (tmp_path / "other").mkdir()
+    dialect = {"mysql": "mariadb"}.get(engine.dialect.name, engine.dialect.name)
+    with fresh_database(dialect, tmp_path / "other") as other_url:
+        other = migrated_engine(other_url)
+        monkeypatch.setattr(_Run, "preparer", lambda _run: None)  # dicts and split_page
+        alone = sync(api, other_url)
+        assert len(calls) == helped.requests  # none since
+        assert without_bookkeeping(read_rows(other)) == without_bookkeeping(read_rows(engine))
+        assert dead_letters(other) == dead_letters(engine)
+        other.dispose()
+    assert (helped.counts, helped.rejected) == (alone.counts, alone.rejected)
+    assert helped.rejected == 6
+    odd = [image.unknown_statuses for image in helped.images]
+    assert odd == [image.unknown_statuses for image in alone.images] == [1, 1, 1]
 
-    for image in api.world.actions:  # a change on every image's second page
-        action = api.world.actions[image][25]
-        action["status"] = "errored" if action["status"] != "errored" else "completed"
-    alone = sync(api, database_url, full=True, helper_process=False)
-    assert len(calls) == helped.requests  # none since
-    assert alone.counts.updated == len(api.world.actions)
-    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+
+def dead_letters(engine: Engine) -> list[tuple[Any, ...]]:
+    rows = read_rows(engine, rejected_actions)
+    return sorted((r["image_id"], r["action_id"], r["reason"], r["payload"]) for r in rows)
 
 
 def test_a_helper_killed_mid_run_loses_nothing(
