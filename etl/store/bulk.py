@@ -77,9 +77,12 @@ def _staging_rolled_back(conn: Connection) -> None:
     """Forget the staging table of a connection whose transaction rolled back.
 
     The rollback undid it if that transaction created it; the next page creates it again.
-    (conn.info follows the driver's connection, whichever checkout uses it.)
+    (conn.info follows the driver's connection, whichever checkout uses it.) A connection
+    invalidated (its server gone) is never asked: that would raise in the rollback and hide
+    the error that caused it, and its driver connection is dropped with its info anyway.
     """
-    conn.info.pop(STAGED, None)
+    if conn.dialect.name == "postgresql" and not conn.invalidated and not conn.closed:
+        conn.info.pop(STAGED, None)
 
 
 @cache
