@@ -28,13 +28,16 @@ from etl.sync.pages import page_ids, split_page, split_prepared
 from etl.sync.prepare import RAW, REASON, prepare_items, prepare_page
 from etl.sync.preparer import Helper, HelperGone, Preparer, shared_helper
 from etl.sync.run import _Run, run_sync
-from tests.support.databases import fresh_database, migrated_engine
+from tests.support.databases import DIALECT_PARAMS, fresh_database, migrated_engine
 from tests.support.doubles import TOKEN, RecordingSleep
 from tests.support.faults import Fault
 from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
 from tests.support.runs import settings_for, sync
 from tests.test_hostile import ACTIONS, JSON
+
+# The dialects whose pages are prepared: DuckDB binds per row through SQLAlchemy.
+PREPARED_DIALECTS = DIALECT_PARAMS[:3]
 
 
 def known_for(items: list[Any], image_id: int, choices: list[int]) -> dict[int, str]:
@@ -261,6 +264,7 @@ def test_a_token_behind_any_json_escape_is_redacted_and_never_prepared(
     assert "secret" not in json.dumps(stored, default=str)
 
 
+@pytest.mark.parametrize("database_url", PREPARED_DIALECTS, indirect=True)
 def test_a_full_sync_stores_the_same_with_the_helper_as_without_prepared_pages(
     api: FakeApi,
     engine: Engine,
@@ -269,8 +273,6 @@ def test_a_full_sync_stores_the_same_with_the_helper_as_without_prepared_pages(
     tmp_path: Path,
 ) -> None:
     calls = counted_calls(monkeypatch)
-    if engine.dialect.name == "duckdb":
-        pytest.skip("DuckDB binds per row: its pages are not prepared")
     monkeypatch.setattr(preparer_module, "spare_cores", lambda: 1)  # as on this machine
     for image in api.world.actions:  # dead letters, duplicates and odd statuses too
         listed = api.world.actions[image]
@@ -302,11 +304,10 @@ def dead_letters(engine: Engine) -> list[tuple[Any, ...]]:
     return sorted((r["image_id"], r["action_id"], r["reason"], r["payload"]) for r in rows)
 
 
+@pytest.mark.parametrize("database_url", PREPARED_DIALECTS, indirect=True)
 def test_a_helper_killed_mid_run_loses_nothing(
     api: FakeApi, engine: Engine, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if engine.dialect.name == "duckdb":
-        pytest.skip("DuckDB binds per row: its pages are not prepared")
     monkeypatch.setattr(preparer_module, "spare_cores", lambda: 1)
     killed: list[int] = []
 
