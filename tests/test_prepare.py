@@ -154,13 +154,20 @@ def test_the_helper_process_gets_no_token(monkeypatch: pytest.MonkeyPatch) -> No
     assert b"PATH=" in environ  # the rest of the environment is there
 
 
-def test_a_helper_that_ended_leaves_the_preparing_to_the_run(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    preparer = Preparer(stamps="naive", max_depth=None, helper=True)
+def helped(stamps: str) -> tuple[Preparer, Helper]:
+    """Return a preparer whose helper has answered a page, and that helper."""
+    preparer = Preparer(stamps=stamps, max_depth=None, helper=True)
     preparer.start()
     helper = preparer._helper
     assert helper is not None
+    helper.call(a_page(), 7, {"stamps": stamps, "max_depth": None})  # it has started
+    return preparer, helper
+
+
+def test_a_helper_that_ended_leaves_the_preparing_to_the_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    preparer, helper = helped("naive")
     helper._process.kill()
     helper._process.wait()
 
@@ -176,11 +183,7 @@ def test_a_helper_that_stops_answering_is_left_behind(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(preparer_module, "ANSWER_TIMEOUT", 0.5)
-    preparer = Preparer(stamps="zoned", max_depth=None, helper=True)
-    preparer.start()
-    helper = preparer._helper
-    assert helper is not None
-    helper.call(a_page(), 7, {"stamps": "zoned", "max_depth": None})  # it has started
+    preparer, helper = helped("zoned")
     os.kill(helper._process.pid, signal.SIGSTOP)
 
     with caplog.at_level(logging.WARNING):
@@ -212,11 +215,7 @@ def test_a_wait_for_a_stopped_helper_ends_with_the_run_s_stop() -> None:
 def test_a_page_that_fails_to_go_to_the_helper_leaves_no_answer_to_the_wrong_page(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    preparer = Preparer(stamps="naive", max_depth=None, helper=True)
-    preparer.start()
-    helper = preparer._helper
-    assert helper is not None
-    helper.call(a_page(), 7, {"stamps": "naive", "max_depth": None})
+    preparer, helper = helped("naive")
     real_write = helper._requests.write
 
     def half_written(data: bytes) -> int:
