@@ -194,7 +194,14 @@ def test_a_helper_that_stops_answering_is_left_behind(
     assert helper._process.wait(timeout=5) == -signal.SIGKILL
 
 
-def test_a_wait_for_a_stopped_helper_ends_with_the_run_s_stop() -> None:
+def a_big_page() -> bytes:
+    """Return a page larger than a pipe holds (64 KiB): its write waits for the reader."""
+    actions = [{**ACTION, "id": n, "type": "x" * 200} for n in range(2000, 1000, -1)]
+    return page_bytes({"actions": actions, "meta": {"total": 1000}})
+
+
+@pytest.mark.parametrize("page", [a_page, a_big_page], ids=["waiting", "sending"])
+def test_a_wait_for_a_stopped_helper_ends_with_the_run_s_stop(page: Any) -> None:
     helper = Helper()
     try:
         helper.call(a_page(), 7, {"stamps": "naive", "max_depth": None})
@@ -204,7 +211,7 @@ def test_a_wait_for_a_stopped_helper_ends_with_the_run_s_stop() -> None:
         started = time.monotonic()
 
         with pytest.raises(RunInterrupted):
-            helper.call(a_page(), 7, {"stamps": "naive", "max_depth": None}, stop)
+            helper.call(page(), 7, {"stamps": "naive", "max_depth": None}, stop)
 
         assert time.monotonic() - started < 2
     finally:
@@ -212,17 +219,33 @@ def test_a_wait_for_a_stopped_helper_ends_with_the_run_s_stop() -> None:
         helper.close()
 
 
+def test_a_helper_that_reads_no_more_of_a_page_is_left_behind(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(preparer_module, "ANSWER_TIMEOUT", 0.5)
+    preparer, helper = helped("naive")
+    os.kill(helper._process.pid, signal.SIGSTOP)
+    assert len(a_big_page()) > 2**16
+
+    with caplog.at_level(logging.WARNING):
+        page = preparer.page(a_big_page(), 7)
+
+    assert page == prepare_page(a_big_page(), 7, stamps="naive", max_depth=None)
+    assert "could not be sent (TimeoutError)" in caplog.text
+    assert helper._process.wait(timeout=5) == -signal.SIGKILL
+
+
 def test_a_page_that_fails_to_go_to_the_helper_leaves_no_answer_to_the_wrong_page(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     preparer, helper = helped("naive")
-    real_write = helper._requests.write
+    real_send = helper._send
 
-    def half_written(data: bytes) -> int:
-        real_write(data[: len(data) // 2])
+    def half_sent(data: bytes, *args: Any) -> None:
+        real_send(data[: len(data) // 2], *args)
         raise MemoryError  # say
 
-    monkeypatch.setattr(helper._requests, "write", half_written)
+    monkeypatch.setattr(helper, "_send", half_sent)
     with pytest.raises(HelperGone, match="could not be sent"):
         helper.call(a_page(), 7, {"stamps": "naive", "max_depth": None})
     other = page_bytes({"actions": [{**ACTION, "id": 99}], "meta": {"total": 1}})

@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import logging
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -63,6 +64,8 @@ class Helper:
             start_new_session=True,
         )
         self._requests = cast(IO[bytes], self._process.stdin)
+        self._input = self._requests.fileno()  # written by _send, never blocking
+        os.set_blocking(self._input, False)
         self._answers = cast(IO[bytes], self._process.stdout)
         self._sending = threading.RLock()  # also held while the calls waiting are failed
         self._waiting: deque[Future[Any]] = deque()
@@ -86,20 +89,19 @@ class Helper:
         """
         request = encode_message((content, image_id, options))  # nothing is sent if it fails
         future: Future[Any] = Future()
+        deadline = time.monotonic() + ANSWER_TIMEOUT
         with self._sending:
             if not self.alive:
                 raise HelperGone("the process that prepares pages beside the run has ended")
             self._waiting.append(future)  # before the write: its answer may come at once
             try:
-                self._requests.write(request)
-                self._requests.flush()
+                self._send(request, stop, deadline)
             except BaseException as exc:
                 # Half a request may have gone: no later answer could be matched to its call.
                 self._kill()
-                if isinstance(exc, Exception):
-                    raise HelperGone(f"a page could not be sent ({type(exc).__name__})") from exc
-                raise
-        deadline = time.monotonic() + ANSWER_TIMEOUT
+                if isinstance(exc, RunInterrupted) or not isinstance(exc, Exception):
+                    raise
+                raise HelperGone(f"a page could not be sent ({type(exc).__name__})") from exc
         while True:
             try:
                 done, answer = future.result(timeout=STOP_CHECK)
@@ -113,6 +115,27 @@ class Helper:
         if not done:
             raise HelperGone(f"the helper failed a page ({answer})")
         return cast(PreparedPage, answer)
+
+    def _send(self, data: bytes, stop: threading.Event | None, deadline: float) -> None:
+        """Write ``data`` to the helper's input, which is non-blocking (see __init__).
+
+        A page is larger than a pipe holds: a helper that does not read (stopped, stuck)
+        would hold a blocking write, and the run's stop with it, for ever.
+
+        Raises:
+            RunInterrupted: ``stop`` was set while the helper did not read.
+            TimeoutError: the helper read nothing until ``deadline``.
+        """
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._input, view) :]
+            except BlockingIOError:
+                select.select([], [self._input], [], STOP_CHECK)
+                if stop is not None and stop.is_set():
+                    raise RunInterrupted("the run was asked to stop") from None
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the helper read no more of a page") from None
 
     def _kill(self) -> None:
         with contextlib.suppress(OSError):
