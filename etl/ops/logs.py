@@ -72,5 +72,10 @@ def setup_logging(verbosity: int, secrets: Sequence[str] = (), log_format: str =
     logging.getLogger("etl").setLevel(level)
     # SQLAlchemy at debug logs every statement with its parameters: our users' data.
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
+    # The pool logs, traceback and all, a connection it could not reset or close (its server
+    # gone); it drops that connection itself, and the run says in one sentence what failed.
+    logging.getLogger("sqlalchemy.pool").setLevel(
+        logging.DEBUG if level == logging.DEBUG else logging.CRITICAL
+    )
     # Alembic registers its plugins when first imported, which now happens mid-command.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
