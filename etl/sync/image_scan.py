@@ -383,7 +383,7 @@ class ImageScan:
         clean page holds, which only a collision of fingerprints could bring: it is
         compared as any page.
         """
-        ids = page_ids(page.items) if page.prepared is None else page.prepared.ids
+        ids = listed_ids(page.items if page.prepared is None else page.prepared)
         if len(ids) != page.size:
             return None
         self._prints.take(page, ids)
