@@ -3,25 +3,32 @@
 SQLAlchemy would format each value per row as it binds it; the bulk writers (see
 etl.store.bulk) hand the driver these instead. Pure and light: the page helper process
 (etl.sync.prepare) makes them beside the run.
+
+A row comes in one of three forms (FORMS): a tuple of its values with timestamps as SQLite
+and MySQL store them (``naive``) or with their zone (``zoned``), or, for PostgreSQL's COPY,
+one line of COPY's text format with the few values load reads of it (``copy``): the run's
+process then hands COPY a page's lines in one call, with no Python per row or value.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
-from etl.model import ActionRow
+from etl.model import ActionRow, hash_payload
 
 STAMP = "%04d-%02d-%02d %02d:%02d:%02d.%06d"  # as isoformat(" ", "microseconds") writes it
 MAX_LISTS_KEPT = 1024  # distinct region lists remembered as JSON text; the API has a few dozen
 # The row's own columns, in image_actions' order; the writer adds first_seen_at, changed_at
-# and missing_since. Where a ready row keeps what load needs of it:
-ID, IMAGE_ID, PAYLOAD_JSON, CONTENT_HASH = 0, 1, 13, 14
+# and missing_since. Where a ready row, and a COPY line (see copy_line), keep what load needs:
+ID, IMAGE_ID, PAYLOAD_JSON, CONTENT_HASH = 0, 1, 13, -1
+LINE = 2  # a COPY line's text
 
-Ready = tuple[Any, ...]  # ready_values' tuple
+Ready = tuple[Any, ...]  # ready_values' tuple, or copy_line's
 Row = ActionRow | Ready  # what the writers take
 Stamp = Callable[[datetime | None], str | None]
 
@@ -85,3 +92,98 @@ def ready_values(row: ActionRow, stamp: Stamp) -> Ready:
         row["payload_json"],
         row["content_hash"],
     )
+
+
+# COPY's text format: tab between values, \N for NULL; these characters are escaped in a
+# value (as psycopg escapes them), so a line holds no tab or newline but its separators.
+_COPY_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f", "\r": "\\r",
+                 "\\": "\\\\"}  # fmt: skip
+_COPY_SPECIAL = re.compile("[\b\t\n\v\f\r\\\\]")
+_COPY_ESCAPED = re.compile(r"\\(.)")
+_COPY_UNESCAPES = {escaped[1]: character for character, escaped in _COPY_ESCAPES.items()}
+
+
+def _copy_text(value: Any) -> str:
+    """Return one value as COPY's text format spells it; raise TypeError for another type."""
+    if value is None:
+        return "\\N"
+    if value is True or value is False:
+        return "t" if value else "f"
+    if type(value) is int:
+        return str(value)
+    if type(value) is str:
+        if _COPY_SPECIAL.search(value) is None:
+            return value
+        return _COPY_SPECIAL.sub(lambda found: _COPY_ESCAPES[found[0]], value)
+    raise TypeError(f"no COPY text for a {type(value).__name__}")
+
+
+def copy_line(ready: Ready) -> Ready:
+    """Return a ready row as (id, image_id, its values as one line of COPY text, fingerprint).
+
+    The line holds the row's own columns; the writer adds the last three and the newline.
+
+    Raises:
+        TypeError: a value is of no type a ready row holds.
+        UnicodeEncodeError: a text holds a lone surrogate, which no UTF-8 line can.
+    """
+    texts = [
+        value
+        if type(value) is str
+        else "\\N"
+        if value is None
+        else ("t" if value else "f")
+        if type(value) is bool
+        else str(value)
+        if type(value) is int
+        else _copy_text(value)  # raises
+        for value in ready
+    ]
+    line = "\t".join(texts)
+    # Most rows hold nothing to escape: no tab but the separators, no backslash but NULLs'.
+    if (
+        line.count("\t") != len(texts) - 1
+        or line.count("\\") != ready.count(None)
+        or "\n" in line  # each `in` a scan in C: a regex would take 20 times as long
+        or "\r" in line
+        or "\b" in line
+        or "\v" in line
+        or "\f" in line
+    ):
+        line = "\t".join([_copy_text(value) for value in ready])
+    return (ready[ID], ready[IMAGE_ID], line.encode(), ready[CONTENT_HASH])
+
+
+def _copy_value(text: bytes) -> str:
+    """Return the text value a COPY line spells as ``text`` (not NULL)."""
+    return _COPY_ESCAPED.sub(lambda found: _COPY_UNESCAPES[found[1]], text.decode())
+
+
+FORMS = ("naive", "zoned", "copy")  # see the module's docstring
+
+
+def ready_row(row: ActionRow, form: str) -> Ready:
+    """Return a row in ``form`` (one of FORMS); a row COPY text cannot spell stays a tuple."""
+    if form != "copy":
+        return ready_values(row, STAMPS[form])
+    ready = ready_values(row, zoned_stamp)
+    try:
+        return copy_line(ready)
+    except (TypeError, UnicodeEncodeError):  # the driver says what it makes of it
+        return ready
+
+
+def is_line(row: Row) -> TypeGuard[Ready]:
+    """Return whether ``row`` is copy_line's."""
+    return type(row) is tuple and type(row[LINE]) is bytes
+
+
+def owned_by(row: Ready, owner: int) -> Ready:
+    """Return a ready row (or COPY line) stored under image ``owner``, fingerprinted so."""
+    if not is_line(row):
+        owned = hash_payload(row[PAYLOAD_JSON].encode(), owner)
+        return (*row[:IMAGE_ID], owner, *row[IMAGE_ID + 1 : CONTENT_HASH], owned)
+    values = row[LINE].split(b"\t")  # a value's own tabs are escaped
+    owned = hash_payload(_copy_value(values[PAYLOAD_JSON]).encode(), owner)
+    values[IMAGE_ID], values[CONTENT_HASH] = str(owner).encode(), owned.encode()
+    return (row[ID], owner, b"\t".join(values), owned)

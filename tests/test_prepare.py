@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from etl.errors import RunInterrupted
 from etl.fake import FakeApi
 from etl.model import encode_payload, hash_payload
-from etl.ready import STAMPS, ready_values
+from etl.ready import FORMS, ready_row
 from etl.source.reading import NOT_JSON, NOT_OBJECT, OBJECT, next_link, parse_total
 from etl.store.schema import rejected_actions
 from etl.sync import preparer as preparer_module
@@ -58,19 +58,19 @@ def known_for(items: list[Any], image_id: int, choices: list[int]) -> dict[int, 
 @given(
     items=st.lists(ACTIONS | JSON, max_size=6).map(lambda items: items + items[:1]),
     choices=st.lists(st.integers(0, 2), min_size=7, max_size=7),
-    stamps=st.sampled_from(sorted(STAMPS)),
+    form=st.sampled_from(FORMS),
     max_depth=st.sampled_from([None, 3]),
 )
 def test_a_prepared_page_splits_as_split_page_splits_it(
-    items: list[Any], choices: list[int], stamps: str, max_depth: int | None
+    items: list[Any], choices: list[int], form: str, max_depth: int | None
 ) -> None:
     known = known_for(items, 7, choices)
     expected = split_page(items, 7, 3, known, max_depth=max_depth)
 
-    actions = prepare_items(items, 7, stamps=stamps, max_depth=max_depth)
+    actions = prepare_items(items, 7, form=form, max_depth=max_depth)
     split = split_prepared(actions, page_ids(items), 3, known)
 
-    assert split.rows == [ready_values(row, STAMPS[stamps]) for row in expected.rows]  # type: ignore[arg-type]
+    assert split.rows == [ready_row(row, form) for row in expected.rows]  # type: ignore[arg-type]
     assert (split.ids, split.statuses) == (expected.ids, expected.statuses)
     assert (split.unchanged, split.hashes) == (expected.unchanged, expected.hashes)
     assert split.rejected == expected.rejected
@@ -82,7 +82,7 @@ def test_a_stored_action_that_no_longer_transforms_counts_unchanged_as_split_pag
     raw = {"id": 1, "status": "odd", "started_at": "yesterday"}  # stored by an older version
     known = {1: hash_payload(encode_payload(raw), 7)}
 
-    split = split_prepared(prepare_items([raw], 7, stamps="naive", max_depth=None), [1], 1, known)
+    split = split_prepared(prepare_items([raw], 7, form="naive", max_depth=None), [1], 1, known)
 
     assert (split.unchanged, split.statuses, split.rejected) == (1, ["odd"], [])
     assert split_page([raw], 7, 1, known).statuses == ["odd"]
@@ -108,15 +108,15 @@ LISTED = {"actions": [ACTION], "meta": {"total": 9}}
     ],
 )
 def test_a_page_is_read_as_the_client_reads_it(content: bytes, shape: int, listed: bool) -> None:
-    page = prepare_page(content, 7, stamps="naive", max_depth=None)
-    read_only = prepare_page(content, 7, stamps="naive", max_depth=None, read_only=True)
+    page = prepare_page(content, 7, form="naive", max_depth=None)
+    read_only = prepare_page(content, 7, form="naive", max_depth=None, read_only=True)
 
     assert (page.shape, page.listed) == (shape, listed)
     if listed:
         body = json.loads(content)
         assert (page.total, page.next_link) == (parse_total(body), next_link(body))
         assert (page.size, page.ids) == (len(body["actions"]), page_ids(body["actions"]))
-        assert page.actions == prepare_items(body["actions"], 7, stamps="naive", max_depth=None)
+        assert page.actions == prepare_items(body["actions"], 7, form="naive", max_depth=None)
         assert read_only == page._replace(actions=None)  # read, not prepared
 
 
@@ -128,7 +128,7 @@ def a_page() -> bytes:
 def test_the_helper_process_prepares_a_page_as_the_run_would() -> None:
     helper = Helper()
     try:
-        options = {"stamps": "zoned", "max_depth": 32, "read_only": False}
+        options = {"form": "zoned", "max_depth": 32, "read_only": False}
         answer = helper.call(a_page(), 7, options)
     finally:
         helper.close()
@@ -144,7 +144,7 @@ def test_the_helper_process_gets_no_token(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)
     helper = Helper()
     try:
-        helper.call(a_page(), 7, {"stamps": "naive", "max_depth": None})
+        helper.call(a_page(), 7, {"form": "naive", "max_depth": None})
         with open(f"/proc/{helper._process.pid}/environ", "rb") as handle:
             environ = handle.read()
     finally:
@@ -154,13 +154,13 @@ def test_the_helper_process_gets_no_token(monkeypatch: pytest.MonkeyPatch) -> No
     assert b"PATH=" in environ  # the rest of the environment is there
 
 
-def helped(stamps: str) -> tuple[Preparer, Helper]:
+def helped(form: str) -> tuple[Preparer, Helper]:
     """Return a preparer whose helper has answered a page, and that helper."""
-    preparer = Preparer(stamps=stamps, max_depth=None, helper=True)
+    preparer = Preparer(form=form, max_depth=None, helper=True)
     preparer.start()
     helper = preparer._helper
     assert helper is not None
-    helper.call(a_page(), 7, {"stamps": stamps, "max_depth": None})  # it has started
+    helper.call(a_page(), 7, {"form": form, "max_depth": None})  # it has started
     return preparer, helper
 
 
@@ -174,7 +174,7 @@ def test_a_helper_that_ended_leaves_the_preparing_to_the_run(
     with caplog.at_level(logging.WARNING):
         page = preparer.page(a_page(), 7)
 
-    assert page == prepare_page(a_page(), 7, stamps="naive", max_depth=None)
+    assert page == prepare_page(a_page(), 7, form="naive", max_depth=None)
     assert "the run prepares its pages itself" in caplog.text
     assert shared_helper() is not helper  # the next run starts another
 
@@ -189,7 +189,7 @@ def test_a_helper_that_stops_answering_is_left_behind(
     with caplog.at_level(logging.WARNING):
         page = preparer.page(a_page(), 7)
 
-    assert page == prepare_page(a_page(), 7, stamps="zoned", max_depth=None)
+    assert page == prepare_page(a_page(), 7, form="zoned", max_depth=None)
     assert "gave no answer in 0.5 s" in caplog.text
     assert helper._process.wait(timeout=5) == -signal.SIGKILL
 
@@ -204,14 +204,14 @@ def a_big_page() -> bytes:
 def test_a_wait_for_a_stopped_helper_ends_with_the_run_s_stop(page: Any) -> None:
     helper = Helper()
     try:
-        helper.call(a_page(), 7, {"stamps": "naive", "max_depth": None})
+        helper.call(a_page(), 7, {"form": "naive", "max_depth": None})
         os.kill(helper._process.pid, signal.SIGSTOP)
         stop = threading.Event()
         threading.Timer(0.3, stop.set).start()  # SIGTERM, say
         started = time.monotonic()
 
         with pytest.raises(RunInterrupted):
-            helper.call(page(), 7, {"stamps": "naive", "max_depth": None}, stop)
+            helper.call(page(), 7, {"form": "naive", "max_depth": None}, stop)
 
         assert time.monotonic() - started < 2
     finally:
@@ -230,7 +230,7 @@ def test_a_helper_that_reads_no_more_of_a_page_is_left_behind(
     with caplog.at_level(logging.WARNING):
         page = preparer.page(a_big_page(), 7)
 
-    assert page == prepare_page(a_big_page(), 7, stamps="naive", max_depth=None)
+    assert page == prepare_page(a_big_page(), 7, form="naive", max_depth=None)
     assert "could not be sent (TimeoutError)" in caplog.text
     assert helper._process.wait(timeout=5) == -signal.SIGKILL
 
@@ -247,7 +247,7 @@ def test_a_page_that_fails_to_go_to_the_helper_leaves_no_answer_to_the_wrong_pag
 
     monkeypatch.setattr(helper, "_send", half_sent)
     with pytest.raises(HelperGone, match="could not be sent"):
-        helper.call(a_page(), 7, {"stamps": "naive", "max_depth": None})
+        helper.call(a_page(), 7, {"form": "naive", "max_depth": None})
     other = page_bytes({"actions": [{**ACTION, "id": 99}], "meta": {"total": 1}})
 
     assert preparer.page(other, 8).ids == [99]  # the run's own: the helper is gone

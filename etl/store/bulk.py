@@ -8,7 +8,8 @@ the driver ready. Each dialect gets its cheapest bulk upsert:
   of the statement, so the GIL is released and retaken once a page, not once a row (with
   the run's HTTP threads busy, each retaking can wait out Python's switch interval);
 - PostgreSQL (psycopg): ``COPY`` into a temporary table, then one
-  ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``;
+  ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``; rows prepared as COPY lines (etl.ready)
+  go to COPY in one write;
 - MySQL/MariaDB: ``executemany`` of ``INSERT ... ON DUPLICATE KEY UPDATE``, which the
   driver sends as large multi-row INSERTs.
 
@@ -30,7 +31,7 @@ from sqlalchemy import Column, Connection, Dialect, Engine, MetaData, Table, del
 from sqlalchemy.exc import DBAPIError
 
 from etl.errors import DatabaseError
-from etl.ready import Ready, Row, Stamp, naive_stamp, ready_values, zoned_stamp
+from etl.ready import LINE, Ready, Row, Stamp, is_line, naive_stamp, ready_values, zoned_stamp
 from etl.store.schema import image_actions
 from etl.store.upsert import upsert_statement
 
@@ -103,11 +104,11 @@ Writer = Callable[[Connection, Sequence[Row], datetime], None]
 
 
 def _bulk(dialect: Dialect) -> tuple[Writer, str] | None:
-    """Return the dialect's bulk upsert and how it takes timestamps, or None."""
+    """Return the dialect's bulk upsert and the form it takes rows in (etl.ready.FORMS), or None."""
     if dialect.name == "sqlite" and dialect.driver == "pysqlite":
         return _write_sqlite, "naive"
     if dialect.name == "postgresql" and dialect.driver == "psycopg":
-        return _write_postgresql, "zoned"
+        return _write_postgresql, "copy"
     if dialect.name in ("mysql", "mariadb") and dialect.driver in ("pymysql", "mysqldb"):
         return _write_executemany, "naive"
     return None
@@ -119,8 +120,8 @@ def bulk_writer(conn: Connection) -> Writer | None:
     return None if found is None else found[0]
 
 
-def bulk_stamps(dialect: Dialect) -> str | None:
-    """Return how the dialect's bulk upsert takes timestamps (etl.ready.STAMPS), or None."""
+def bulk_form(dialect: Dialect) -> str | None:
+    """Return the form the dialect's bulk upsert takes rows in (etl.ready.FORMS), or None."""
     found = _bulk(dialect)
     return None if found is None else found[1]
 
@@ -171,13 +172,18 @@ def _wrapped(conn: Connection, statement: str) -> Iterator[None]:
 
 def _write_postgresql(conn: Connection, rows: Sequence[Row], now: datetime) -> None:
     create, copy, upsert = _postgresql_statements(conn.dialect)
-    values = _values(rows, now, zoned_stamp)
+    lines = [row[LINE] for row in rows if is_line(row)]
+    values = _values([row for row in rows if not is_line(row)], now, zoned_stamp)
+    at = zoned_stamp(now)
+    tail = f"\t{at}\t{at}\t\\N\n".encode()  # first_seen_at, changed_at, missing_since
     with _driver(conn).cursor() as cursor:
         if not conn.info.get(STAGED):  # once a session (see _staging_rolled_back)
             with _wrapped(conn, create):
                 cursor.execute(create)
             conn.info[STAGED] = True
         with _wrapped(conn, copy), cursor.copy(copy) as stream:
+            if lines:
+                stream.write(tail.join(lines) + tail)
             for value in values:
                 stream.write_row(value)
         with _wrapped(conn, upsert):

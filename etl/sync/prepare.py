@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from etl.errors import TransformError
 from etl.model import encode_payload, hash_payload
-from etl.ready import STAMPS, Ready, ready_values
+from etl.ready import FORMS, Ready, ready_row
 from etl.source.reading import OBJECT, next_link, parse_json, parse_total, shape_of
 from etl.source.transform import flatten_action
 
@@ -62,16 +62,17 @@ def page_ids(items: Sequence[Any]) -> list[int]:
 
 
 def prepare_items(
-    items: Sequence[Any], image_id: int, *, stamps: str, max_depth: int | None
+    items: Sequence[Any], image_id: int, *, form: str, max_depth: int | None
 ) -> list[Prepared]:
     """Transform every action of a page, each into a row ready for the driver or a reason.
 
-    ``stamps`` names the driver's timestamp text (etl.ready.STAMPS); ``max_depth`` bounds a
+    ``form`` names the driver's form of a row (etl.ready.FORMS); ``max_depth`` bounds a
     payload's nesting, as split_page's. Every action is fingerprinted as split_page would
     fingerprint it to compare it with the stored one: by its encoded payload, whether or
     not it transforms.
     """
-    stamp = STAMPS[stamps]
+    if form not in FORMS:
+        raise ValueError(f"no row form {form!r}")
     prepared: list[Prepared] = []
     for raw in items:
         is_dict = type(raw) is dict
@@ -87,7 +88,7 @@ def prepare_items(
             fingerprint = None if encoded is None else hash_payload(encoded, image_id)
             prepared.append((raw_id, status, fingerprint, None, str(exc), raw))
             continue
-        ready = ready_values(row, stamp)  # its content_hash is hash_payload(encoded, image_id)
+        ready = ready_row(row, form)  # its content_hash is hash_payload(encoded, image_id)
         prepared.append((raw_id, row["status"], row["content_hash"], ready, None, None))
     return prepared
 
@@ -97,7 +98,7 @@ def prepare_page(
     image_id: int,
     *,
     key: str = "actions",
-    stamps: str,
+    form: str,
     max_depth: int | None,
     read_only: bool = False,
 ) -> PreparedPage:
@@ -114,9 +115,7 @@ def prepare_page(
     items = body.get(key)
     if not isinstance(items, list):
         return PreparedPage(OBJECT, False, parse_total(body), next_link(body), 0, [], None)
-    actions = (
-        None if read_only else prepare_items(items, image_id, stamps=stamps, max_depth=max_depth)
-    )
+    actions = None if read_only else prepare_items(items, image_id, form=form, max_depth=max_depth)
     return PreparedPage(
         OBJECT, True, parse_total(body), next_link(body), len(items), page_ids(items), actions
     )

@@ -222,12 +222,12 @@ def close_shared_helper() -> None:
 
 
 class Preparer:
-    """Prepares one run's pages for its dialect's bulk writer (see etl.ready.STAMPS)."""
+    """Prepares one run's pages in its dialect's bulk writer's form (see etl.ready.FORMS)."""
 
     def __init__(
         self,
         *,
-        stamps: str,
+        form: str,
         max_depth: int | None,
         helper: bool,
         stop: threading.Event | None = None,
@@ -236,7 +236,7 @@ class Preparer:
 
         ``stop``: the run's stop (see Coordinator): a wait for the helper ends with it.
         """
-        self.stamps = stamps
+        self.form = form
         self.max_depth = max_depth
         self._stop = stop
         self._use_helper = helper
@@ -251,7 +251,7 @@ class Preparer:
     def page(self, content: bytes, image_id: int, *, read_only: bool = False) -> PreparedPage:
         """Return a page's bytes read and prepared (see prepare_page)."""
         options: dict[str, Any] = {
-            "stamps": self.stamps,
+            "form": self.form,
             "max_depth": self.max_depth,
             "read_only": read_only,
         }

@@ -17,7 +17,7 @@ from etl.config import Settings
 from etl.errors import ConfigError, EtlError, LockedOutError, TooManyRejectedError
 from etl.source.client import ApiClient
 from etl.source.extract import iter_image_ids
-from etl.store.bulk import bulk_stamps
+from etl.store.bulk import bulk_form
 from etl.store.database import EMBEDDED, database_error, open_engine, translate_errors
 from etl.store.ledger import (
     ImageState,
@@ -161,13 +161,13 @@ class _Run:
     def preparer(self) -> Preparer | None:
         """Return what prepares the run's pages, for the dialects with a bulk writer."""
         dialect = self.engine.dialect
-        stamps = bulk_stamps(dialect)
-        if stamps is None:
+        form = bulk_form(dialect)
+        if form is None:
             return None
         helper = self.settings.helper_process and spare_cores() > 0
         depth = json_depth_limit(dialect.name)
         stop = self.coordinator.stop
-        preparer = Preparer(stamps=stamps, max_depth=depth, helper=helper, stop=stop)
+        preparer = Preparer(form=form, max_depth=depth, helper=helper, stop=stop)
         if self.result.mode == "full":  # every page is read: start it beside the plan
             preparer.start()
         return preparer

@@ -1,0 +1,167 @@
+"""Rows in the driver's form: a PostgreSQL COPY line stores what COPYing its values stores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, delete
+
+from etl.model import hash_payload
+from etl.ready import LINE, copy_line, is_line, owned_by, ready_row, ready_values, zoned_stamp
+from etl.source.transform import flatten_action
+from etl.store.load import UpsertCounts, read_stored, upsert_actions, write_rows
+from etl.store.schema import image_actions
+from tests.support.databases import fresh_database, migrated_engine
+from tests.test_load import T1, action, raw_table
+
+# Text COPY must escape, and text that only looks escaped; no NUL (no PostgreSQL text holds
+# one) and no lone surrogate (no UTF-8 does: such a row stays a tuple, see ready_row).
+TEXT = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12
+) | st.sampled_from(["", "\\N", "\\", "\\\\t", "a\tb\nc\rd\\e\bf\vg\fh", "ünïcødé ✓ 😀"])
+
+
+def hostile_action(action_id: int, texts: list[str], available: bool | None) -> dict[str, Any]:
+    """Return an action whose every text column and JSON column holds one of ``texts``."""
+    region = {"slug": texts[0], "name": texts[1], "features": texts[2:4], "sizes": [texts[4]]}
+    return action(
+        action_id,
+        type=texts[5],
+        resource_type=texts[6],
+        note=texts[7],
+        **{f"x{texts[8]}": texts[9]},
+        region={**region, "available": available},
+    )
+
+
+HOSTILE = st.builds(
+    hostile_action,
+    st.integers(1, 2**63 - 1),
+    st.lists(TEXT, min_size=10, max_size=10),
+    st.sampled_from([True, False, None]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=HOSTILE, owner=st.integers(1, 2**63 - 1))
+def test_a_copy_line_taken_over_by_another_image_is_the_line_of_the_row_taken_over(
+    raw: dict[str, Any], owner: int
+) -> None:
+    ready = ready_values(flatten_action(raw, image_id=7), zoned_stamp)
+    line = copy_line(ready)
+
+    assert is_line(line)
+    assert not is_line(ready)
+    assert owned_by(line, owner) == copy_line(owned_by(ready, owner))
+    assert owned_by(line, owner)[-1] == hash_payload(ready[13].encode(), owner)
+
+
+def copy_text(value: Any) -> str:
+    """COPY's text format of one value, as PostgreSQL's docs spell it."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    escapes = {
+        "\\": "\\\\",
+        "\b": "\\b",
+        "\t": "\\t",
+        "\n": "\\n",
+        "\v": "\\v",
+        "\f": "\\f",
+        "\r": "\\r",
+    }
+    return "".join(escapes.get(character, character) for character in str(value))
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        TEXT | st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1),
+        min_size=15,
+        max_size=15,
+    )
+)
+def test_a_copy_line_escapes_each_value_as_copy_reads_it(values: list[Any]) -> None:
+    ready = tuple(values)
+
+    line = copy_line(ready)[LINE]
+
+    assert line == "\t".join(copy_text(value) for value in ready).encode()
+
+
+def test_a_row_no_copy_line_can_spell_stays_a_tuple() -> None:
+    # Transform rejects an action holding a lone surrogate; a row holding one is made here.
+    row = {**flatten_action(action(1), image_id=7), "type": "lone \udc80 surrogate"}
+
+    assert ready_row(row, "copy") == ready_values(row, zoned_stamp)  # type: ignore[arg-type]
+    assert is_line(ready_row(flatten_action(action(1), image_id=7), "copy"))
+
+
+@pytest.fixture(scope="module")
+def postgresql(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    with fresh_database("postgresql", tmp_path_factory.mktemp("copy")) as url:
+        engine = migrated_engine(url)
+        yield engine
+        engine.dispose()
+
+
+def stored_both_ways(engine: Engine, rows: list[tuple[Any, ...]]) -> tuple[list[Any], list[Any]]:
+    """Return the table after writing ``rows`` as COPY lines, then as values COPY formats."""
+    tables = []
+    for form in (copy_line, lambda ready: ready):
+        with engine.begin() as conn:
+            conn.execute(delete(image_actions))
+            write_rows(conn, [form(ready) for ready in rows], now=T1)
+        tables.append(raw_table(engine))
+    return tables[0], tables[1]
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None)
+@given(raws=st.lists(HOSTILE, min_size=1, max_size=3, unique_by=lambda raw: raw["id"]))
+def test_a_page_copied_as_lines_stores_what_copying_its_values_stores(
+    postgresql: Engine, raws: list[dict[str, Any]]
+) -> None:
+    rows = [ready_values(flatten_action(raw, image_id=7), zoned_stamp) for raw in raws]
+
+    as_lines, as_values = stored_both_ways(postgresql, rows)
+
+    assert as_lines == as_values
+    assert [row[14] for row in as_lines] == [r[-1] for r in sorted(rows)]
+
+
+@pytest.mark.slow
+def test_lines_and_tuples_in_one_page_are_all_stored(postgresql: Engine) -> None:
+    rows = [ready_values(flatten_action(action(i), image_id=7), zoned_stamp) for i in (1, 2, 3)]
+    with postgresql.begin() as conn:
+        conn.execute(delete(image_actions))
+        write_rows(conn, [copy_line(rows[0]), rows[1], copy_line(rows[2])], now=T1)
+    mixed = raw_table(postgresql)
+
+    assert mixed == stored_both_ways(postgresql, rows)[1]
+    assert [row[0] for row in mixed] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_an_action_stored_under_another_image_keeps_it_as_a_copy_line(
+    postgresql: Engine,
+) -> None:
+    first = ready_row(flatten_action(action(5), image_id=7), "copy")
+    with postgresql.begin() as conn:
+        conn.execute(delete(image_actions))
+        upsert_actions(conn, [first], now=T1)
+    listed_again = ready_row(flatten_action(action(5, status="errored"), image_id=9), "copy")
+
+    with postgresql.begin() as conn:
+        counts = upsert_actions(conn, [listed_again], now=T1)
+        stored = read_stored(conn, [5])
+
+    assert counts == UpsertCounts(updated=1, elsewhere=1)
+    assert stored[5].image_id == 7
+    assert stored[5].content_hash == owned_by(listed_again, 7)[-1] != listed_again[-1]
+    assert b"\terrored\t" in owned_by(listed_again, 7)[LINE]
