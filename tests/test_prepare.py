@@ -125,10 +125,11 @@ def a_page() -> bytes:
     return page_bytes({"actions": actions, "meta": {"total": 21}})
 
 
-def test_the_helper_process_prepares_a_page_as_the_run_would() -> None:
+@pytest.mark.parametrize("form", FORMS)
+def test_the_helper_process_prepares_a_page_as_the_run_would(form: str) -> None:
     helper = Helper()
     try:
-        options = {"form": "zoned", "max_depth": 32, "read_only": False}
+        options = {"form": form, "max_depth": 32, "read_only": False}
         answer = helper.call(a_page(), 7, options)
     finally:
         helper.close()

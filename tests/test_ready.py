@@ -6,13 +6,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete
 
 from etl.model import hash_payload
 from etl.ready import LINE, copy_line, is_line, owned_by, ready_row, ready_values, zoned_stamp
 from etl.source.transform import flatten_action
+from etl.store.database import open_engine
 from etl.store.load import UpsertCounts, read_stored, upsert_actions, write_rows
 from etl.store.schema import image_actions
 from tests.support.databases import fresh_database, migrated_engine
@@ -78,6 +79,13 @@ def copy_text(value: Any) -> str:
     return "".join(escapes.get(character, character) for character in str(value))
 
 
+@example([*["x"] * 7, "a\nb", *["y"] * 7])  # alone, beside no tab or backslash
+@example([*["x"] * 7, "a\rb", *["y"] * 7])  # alone, beside no tab or backslash
+@example([*["x"] * 7, "a\bb", *["y"] * 7])  # alone, beside no tab or backslash
+@example([*["x"] * 7, "a\vb", *["y"] * 7])  # alone, beside no tab or backslash
+@example([*["x"] * 7, "a\fb", *["y"] * 7])  # alone, beside no tab or backslash
+@example([*["x"] * 7, "a\tb", *["y"] * 7])  # alone, beside no tab or backslash
+@example([*["x"] * 7, "a\\b", *["y"] * 7])  # alone, beside no tab or backslash
 @settings(max_examples=300)
 @given(
     st.lists(
@@ -110,14 +118,16 @@ def postgresql(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
         engine.dispose()
 
 
-def stored_both_ways(engine: Engine, rows: list[tuple[Any, ...]]) -> tuple[list[Any], list[Any]]:
+def stored_both_ways(
+    engine: Engine, rows: list[tuple[Any, ...]], reader: Engine | None = None
+) -> tuple[list[Any], list[Any]]:
     """Return the table after writing ``rows`` as COPY lines, then as values COPY formats."""
     tables = []
     for form in (copy_line, lambda ready: ready):
         with engine.begin() as conn:
             conn.execute(delete(image_actions))
             write_rows(conn, [form(ready) for ready in rows], now=T1)
-        tables.append(raw_table(engine))
+        tables.append(raw_table(reader or engine))
     return tables[0], tables[1]
 
 
@@ -165,3 +175,23 @@ def test_an_action_stored_under_another_image_keeps_it_as_a_copy_line(
     assert stored[5].image_id == 7
     assert stored[5].content_hash == owned_by(listed_again, 7)[-1] != listed_again[-1]
     assert b"\terrored\t" in owned_by(listed_again, 7)[LINE]
+
+
+@pytest.mark.slow
+def test_lines_reach_a_client_encoding_other_than_utf8_as_its_text(postgresql: Engine) -> None:
+    url = postgresql.url.update_query_dict({"client_encoding": "latin1"})
+    latin1 = open_engine(url.render_as_string(hide_password=False))
+    raw = action(6, type="café", note="naïve")
+    rows = [ready_values(flatten_action(raw, image_id=7), zoned_stamp)]
+    try:
+        as_lines, as_values = stored_both_ways(latin1, rows, reader=postgresql)
+        outside = copy_line(
+            ready_values(flatten_action(action(7, type="✓"), image_id=7), zoned_stamp)
+        )
+        with pytest.raises(UnicodeEncodeError), latin1.begin() as conn:  # never stored garbled
+            write_rows(conn, [outside], now=T1)
+    finally:
+        latin1.dispose()
+
+    assert as_lines == as_values
+    assert (as_lines[0][3], as_lines[0][13]["note"]) == ("café", "naïve")

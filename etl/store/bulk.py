@@ -176,14 +176,19 @@ def _write_postgresql(conn: Connection, rows: Sequence[Row], now: datetime) -> N
     values = _values([row for row in rows if not is_line(row)], now, zoned_stamp)
     at = zoned_stamp(now)
     tail = f"\t{at}\t{at}\t\\N\n".encode()  # first_seen_at, changed_at, missing_since
-    with _driver(conn).cursor() as cursor:
+    driver = _driver(conn)
+    block = tail.join(lines) + tail if lines else b""
+    encoding = driver.info.encoding  # the lines are UTF-8: COPY reads the client's encoding
+    if block and encoding != "utf-8":
+        block = block.decode().encode(encoding)  # what it cannot spell raises, as in write_row
+    with driver.cursor() as cursor:
         if not conn.info.get(STAGED):  # once a session (see _staging_rolled_back)
             with _wrapped(conn, create):
                 cursor.execute(create)
             conn.info[STAGED] = True
         with _wrapped(conn, copy), cursor.copy(copy) as stream:
-            if lines:
-                stream.write(tail.join(lines) + tail)
+            if block:
+                stream.write(block)
             for value in values:
                 stream.write_row(value)
         with _wrapped(conn, upsert):
