@@ -239,7 +239,7 @@ def test_twenty_cycles_with_faults_on_every_route_never_report_a_wrong_success(
 def test_a_thousand_idle_images_cost_the_feed_and_the_audit_slice_only(
     engine: Engine, database_url: str
 ) -> None:
-    world = World.generate(images=1000, actions_per_image=20, seed=5, others_per_action=2)
+    world = World.generate(images=1000, actions_per_image=3, seed=5, others_per_action=2)
     world.finish_all()
     with ScriptedApi(world, token=TOKEN) as api:
         first = sync(api, database_url, per_page=200)
