@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from datetime import UTC, datetime
@@ -387,3 +388,38 @@ def test_mark_missing_marks_only_the_stored_actions_a_complete_scan_lacks(
     assert dict(found) == {
         1: None, 2: T1, 3: T0, 4: None, 2**63 - 1: T1
     }  # fmt: skip
+
+
+def test_an_images_stored_fingerprints_are_read_whole_however_they_come(engine: Engine) -> None:
+    """MariaDB answers with one JSON array, which group_concat_max_len can cut short.
+
+    It then closes the array after the last whole element, or after half a one: valid JSON
+    that lacks rows, or none. Either way the rows are read again.
+    """
+    upsert(engine, [action(action_id) for action_id in range(10, 40)], T0)
+    upsert(engine, [action(100)], T0, image_id=8)
+    with engine.connect() as conn:
+        stored = conn.execute(
+            select(image_actions.c.id, image_actions.c.content_hash).where(
+                image_actions.c.image_id == 7
+            )
+        ).all()
+    mysql = engine.dialect.name in ("mysql", "mariadb")
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    short_but_valid = 0
+
+    with engine.connect() as conn:
+        assert ledger.listed_hashes(conn, 7) == dict(stored)
+        for limit in range(200, 400) if mysql else ():
+            conn.exec_driver_sql(f"SET SESSION group_concat_max_len = {limit}")
+            assert ledger.listed_hashes(conn, 7) == dict(stored), limit
+            cut = conn.exec_driver_sql(ledger._LISTED_MYSQL, (7,)).one()[1]
+            with contextlib.suppress(ValueError):
+                short_but_valid += 0 < len(json.loads(cut)) < len(stored)
+
+    assert len(stored) == 30
+    if mysql:
+        assert "JSON_ARRAYAGG" in statements[0]
+        assert len(statements) == 1 + 200 * 4  # the rows read again after each cut array
+        assert short_but_valid > 0  # arrays that lack rows and say nothing
