@@ -285,7 +285,7 @@ def listed_hashes(conn: Connection, image_id: int) -> dict[int, str]:
 
 
 def _pairs(found: str | bytes | None) -> dict[int, str] | None:
-    """Return a JSON array of [id, fingerprint] pairs as a dict; None if it is cut short."""
+    """Return a JSON array of [id, fingerprint] pairs as a dict; None if it is not one."""
     if found is None:  # no rows
         return {}
     try:
