@@ -180,25 +180,12 @@ def test_a_helper_that_ended_leaves_the_preparing_to_the_run(
     assert shared_helper() is not helper  # the next run starts another
 
 
-def test_a_helper_that_stops_answering_is_left_behind(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(preparer_module, "ANSWER_TIMEOUT", 0.5)
-    preparer, helper = helped("zoned")
-    os.kill(helper._process.pid, signal.SIGSTOP)
-
-    with caplog.at_level(logging.WARNING):
-        page = preparer.page(a_page(), 7)
-
-    assert page == prepare_page(a_page(), 7, form="zoned", max_depth=None)
-    assert "gave no answer in 0.5 s" in caplog.text
-    assert helper._process.wait(timeout=5) == -signal.SIGKILL
-
-
 def a_big_page() -> bytes:
     """Return a page larger than a pipe holds (64 KiB): its write waits for the reader."""
     actions = [{**ACTION, "id": n, "type": "x" * 200} for n in range(2000, 1000, -1)]
-    return page_bytes({"actions": actions, "meta": {"total": 1000}})
+    page = page_bytes({"actions": actions, "meta": {"total": 1000}})
+    assert len(page) > 2**16
+    return page
 
 
 @pytest.mark.parametrize("page", [a_page, a_big_page], ids=["waiting", "sending"])
@@ -220,19 +207,26 @@ def test_a_wait_for_a_stopped_helper_ends_with_the_run_s_stop(page: Any) -> None
         helper.close()
 
 
-def test_a_helper_that_reads_no_more_of_a_page_is_left_behind(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("page", "warning"),
+    [
+        (a_page, "gave no answer in 0.5 s"),  # sent whole, never answered
+        (a_big_page, "could not be sent (TimeoutError)"),  # larger than a pipe: never read
+    ],
+    ids=["stops-answering", "reads-no-more"],
+)
+def test_a_stopped_helper_is_left_behind(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, page: Any, warning: str
 ) -> None:
     monkeypatch.setattr(preparer_module, "ANSWER_TIMEOUT", 0.5)
-    preparer, helper = helped("naive")
+    preparer, helper = helped("zoned")
     os.kill(helper._process.pid, signal.SIGSTOP)
-    assert len(a_big_page()) > 2**16
 
     with caplog.at_level(logging.WARNING):
-        page = preparer.page(a_big_page(), 7)
+        prepared = preparer.page(page(), 7)
 
-    assert page == prepare_page(a_big_page(), 7, form="naive", max_depth=None)
-    assert "could not be sent (TimeoutError)" in caplog.text
+    assert prepared == prepare_page(page(), 7, form="zoned", max_depth=None)
+    assert warning in caplog.text
     assert helper._process.wait(timeout=5) == -signal.SIGKILL
 
 
