@@ -13,6 +13,7 @@ from etl.fake import World
 from etl.ops.summary import run_to_dict
 from etl.store.schema import feed_state, image_sync_state, sync_runs
 from etl.sync.results import RunResult
+from tests.support.databases import DECISION_DIALECT_PARAMS
 from tests.support.doubles import TOKEN
 from tests.support.faults import Fault, FaultPlan
 from tests.support.oracle import expected_table
@@ -99,6 +100,7 @@ def test_a_change_costs_the_feed_the_touched_images_refreshes_and_audits(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("database_url", DECISION_DIALECT_PARAMS, indirect=True)
 def test_every_image_is_audited_within_a_cycle(
     feed_api: ScriptedApi, engine: Engine, database_url: str
 ) -> None:
@@ -209,6 +211,7 @@ def test_the_watermark_moves_only_when_a_run_succeeds(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("database_url", DECISION_DIALECT_PARAMS, indirect=True)
 def test_twenty_cycles_with_faults_on_every_route_never_report_a_wrong_success(
     feed_api: ScriptedApi, engine: Engine, database_url: str
 ) -> None:
@@ -236,6 +239,7 @@ def test_twenty_cycles_with_faults_on_every_route_never_report_a_wrong_success(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("database_url", DECISION_DIALECT_PARAMS, indirect=True)
 def test_a_thousand_idle_images_cost_the_feed_and_the_audit_slice_only(
     engine: Engine, database_url: str
 ) -> None:
@@ -282,6 +286,7 @@ class LyingFeed(ScriptedApi):
         return status, body
 
 
+@pytest.mark.parametrize("database_url", DECISION_DIALECT_PARAMS, indirect=True)
 def test_what_the_feed_says_of_an_action_is_never_stored(
     feed_api: ScriptedApi, engine: Engine, database_url: str
 ) -> None:

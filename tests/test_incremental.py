@@ -15,6 +15,7 @@ from sqlalchemy import Engine, delete
 from etl.fake import FakeApi, World
 from etl.store.schema import image_actions, image_sync_state, rejected_actions, sync_lock, sync_runs
 from etl.sync.run import run_sync
+from tests.support.databases import DECISION_DIALECT_PARAMS
 from tests.support.doubles import TOKEN
 from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
@@ -174,6 +175,7 @@ def change_world(world: World, change: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("database_url", DECISION_DIALECT_PARAMS, indirect=True)
 @settings(
     max_examples=15,
     deadline=None,

@@ -19,6 +19,7 @@ from etl.store.migrate import upgrade
 from etl.store.schema import image_actions, sync_runs
 from etl.sync.run import run_sync
 from tests.support.cli import run_cli, sync_args
+from tests.support.databases import DECISION_DIALECT_PARAMS
 from tests.support.doubles import TOKEN
 from tests.support.faults import FaultPlan
 from tests.support.oracle import expected_table
@@ -35,6 +36,7 @@ def stored_per_image(engine: Engine) -> dict[int, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("database_url", DECISION_DIALECT_PARAMS, indirect=True)
 def test_soak_100_images_with_20_percent_faults_equals_a_fault_free_run(
     engine: Engine, database_url: str, tmp_path: Path
 ) -> None:

@@ -37,6 +37,10 @@ DIALECT_PARAMS = [
     pytest.param("duckdb", marks=pytest.mark.slow),
 ]
 SERVER_DIALECT_PARAMS = DIALECT_PARAMS[1:3]
+# For the longest tests of the run's decisions (feeds, faults, interruptions): DuckDB runs
+# the same decisions over the same SQLAlchemy upsert as other tests, at 20-40 s a test, as
+# it spends 10 ms on any small statement.
+DECISION_DIALECT_PARAMS = DIALECT_PARAMS[:3]
 FILE_DIALECTS = ("sqlite", "duckdb")  # a database is a file: no server, no name to drop
 
 
