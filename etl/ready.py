@@ -20,12 +20,13 @@ from typing import Any, TypeGuard
 import orjson
 
 from etl.model import ActionRow, hash_payload
+from etl.source.transform import action_values, parse_timestamp
 
 STAMP = "%04d-%02d-%02d %02d:%02d:%02d.%06d"  # as isoformat(" ", "microseconds") writes it
 MAX_LISTS_KEPT = 1024  # distinct region lists remembered as JSON text; the API has a few dozen
 # The row's own columns, in image_actions' order; the writer adds first_seen_at, changed_at
 # and missing_since. Where a ready row, and a COPY line (see copy_line), keep what load needs:
-ID, IMAGE_ID, PAYLOAD_JSON, CONTENT_HASH = 0, 1, 13, -1
+ID, IMAGE_ID, STATUS, PAYLOAD_JSON, CONTENT_HASH = 0, 1, 2, 13, -1
 LINE = 2  # a COPY line's text
 
 Ready = tuple[Any, ...]  # ready_values' tuple, or copy_line's
@@ -56,6 +57,44 @@ def zoned_stamp(value: datetime | None) -> str | None:
 
 
 STAMPS: dict[str, Stamp] = {"naive": naive_stamp, "zoned": zoned_stamp}
+
+
+def naive_text(value: Any, field: str) -> str | None:
+    """Return an API timestamp as naive_stamp writes it, read as parse_timestamp reads it.
+
+    The API's own form, 'YYYY-MM-DDTHH:MM:SSZ', is already those fields: checked in range,
+    it is cut and joined, not formatted from a datetime. Any other goes the long way.
+
+    Raises:
+        TransformError: as parse_timestamp.
+    """
+    if (
+        type(value) is str
+        and len(value) == 20
+        and value[19] == "Z"
+        and value[10] == "T"
+        and value[4] == value[7] == "-"
+        and value[13] == value[16] == ":"
+        and value[11:13] < "24"  # a Python that reads 24:00 reads it as the next day's
+    ):
+        try:
+            datetime.fromisoformat(value)  # the fields are in range, and all digits
+        except ValueError:
+            pass  # parse_timestamp says why
+        else:
+            return f"{value[:10]} {value[11:19]}.000000"
+    return naive_stamp(parse_timestamp(value, field))
+
+
+def zoned_text(value: Any, field: str) -> str | None:
+    """Return an API timestamp as zoned_stamp writes it (see naive_text)."""
+    text = naive_text(value, field)
+    return None if text is None else f"{text}+00:00"
+
+
+TEXTS: dict[str, Callable[[Any, str], str | None]] = {
+    "naive": naive_text, "zoned": zoned_text, "copy": zoned_text
+}  # fmt: skip
 
 _listed: dict[tuple[str, ...], str] = {}  # a region list's JSON text, by its items
 
@@ -168,11 +207,36 @@ def ready_row(row: ActionRow, form: str) -> Ready:
     """Return a row in ``form`` (one of FORMS); a row COPY text cannot spell stays a tuple."""
     if form != "copy":
         return ready_values(row, STAMPS[form])
-    ready = ready_values(row, zoned_stamp)
+    return _line_if_spelt(ready_values(row, zoned_stamp))
+
+
+def _line_if_spelt(ready: Ready) -> Ready:
     try:
         return copy_line(ready)
     except (TypeError, UnicodeEncodeError):  # the driver says what it makes of it
         return ready
+
+
+def ready_action(
+    raw: Any, *, image_id: int, form: str, max_depth: int | None, encoded: bytes | None = None
+) -> tuple[str | None, Ready]:
+    """Return an action's status and its row in ``form``, from the action as the API sent it.
+
+    One pass, with transform's checks (action_values): the same row as ready_row of
+    flatten_action's, for a sixth less of the helper's work an action.
+
+    Raises:
+        TransformError: as flatten_action.
+    """
+    values = action_values(
+        raw,
+        image_id=image_id,
+        max_depth=max_depth,
+        encoded=encoded,
+        stamp=TEXTS[form],
+        listed=json_list,
+    )
+    return values[STATUS], values if form != "copy" else _line_if_spelt(values)
 
 
 def is_line(row: Row) -> TypeGuard[Ready]:

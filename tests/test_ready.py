@@ -10,13 +10,27 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete
 
+from etl.errors import TransformError
 from etl.model import hash_payload
-from etl.ready import LINE, copy_line, is_line, owned_by, ready_row, ready_values, zoned_stamp
-from etl.source.transform import flatten_action
+from etl.ready import (
+    FORMS,
+    LINE,
+    copy_line,
+    is_line,
+    naive_stamp,
+    naive_text,
+    owned_by,
+    ready_action,
+    ready_row,
+    ready_values,
+    zoned_stamp,
+)
+from etl.source.transform import flatten_action, parse_timestamp
 from etl.store.database import open_engine
 from etl.store.load import UpsertCounts, read_stored, upsert_actions, write_rows
 from etl.store.schema import image_actions
 from tests.support.databases import fresh_database, migrated_engine
+from tests.test_hostile import ACTIONS, TIMES
 from tests.test_load import T1, action, raw_table
 
 # Text COPY must escape, and text that only looks escaped; no NUL (no PostgreSQL text holds
@@ -45,6 +59,67 @@ HOSTILE = st.builds(
     st.lists(TEXT, min_size=10, max_size=10),
     st.sampled_from([True, False, None]),
 )
+
+
+# Timestamps in the API's own shape, 'YYYY-MM-DDTHH:MM:SSZ', fields in range or not, and
+# texts of its length with its separators or others.
+API_SHAPED = st.builds(
+    "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}Z".format,
+    st.integers(0, 9999), st.integers(0, 13), st.integers(0, 32),
+    st.integers(0, 25), st.integers(0, 61), st.integers(0, 61),
+) | st.text("0123456789-:TZW.+ ", min_size=20, max_size=20)  # fmt: skip
+
+
+def stamp_or_reason(make: Any, value: Any) -> Any:
+    """Return what ``make`` makes of ``value``, or the reason it refuses it."""
+    try:
+        return make(value)
+    except TransformError as exc:
+        return f"refused: {exc}"
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=API_SHAPED | st.none() | st.integers())
+@example("2026-01-05T10:14:00Z")
+@example("0001-01-01T00:00:00Z")
+@example("2026-02-29T10:14:00Z")  # no such day
+@example("2026-01-05T24:00:00Z")  # midnight, to a Python that reads it so
+@example("2026-01-05T101400.5Z")  # a fraction, in ISO's basic form
+@example("2026-W01-1T10:14:00Z")  # a week date
+def test_a_timestamp_in_the_api_s_shape_is_cut_to_the_text_formatting_it_would_give(
+    value: Any,
+) -> None:
+    expected = stamp_or_reason(lambda v: naive_stamp(parse_timestamp(v, "started_at")), value)
+
+    assert stamp_or_reason(lambda v: naive_text(v, "started_at"), value) == expected
+
+
+# Actions that transform, with every timestamp in any form, and hostile ones.
+TIMED = st.builds(
+    lambda action_id, started, completed: action(
+        action_id, started_at=started, completed_at=completed
+    ),
+    st.integers(1, 2**63 - 1),
+    API_SHAPED | TIMES,
+    API_SHAPED | TIMES | st.none(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=TIMED | HOSTILE | ACTIONS, form=st.sampled_from(FORMS))
+@example(raw=action(1, region={"features": ["\ud800"]}), form="naive")  # no JSON list
+@example(raw=action(1, status=7, region={"sizes": "all"}), form="copy")  # the first reason
+def test_an_action_made_ready_in_one_pass_is_its_transformed_row_made_ready(
+    raw: dict[str, Any], form: str
+) -> None:
+    def transformed(raw: dict[str, Any]) -> tuple[Any, Any]:
+        row = flatten_action(raw, image_id=7)
+        return row["status"], ready_row(row, form)
+
+    def in_one_pass(raw: dict[str, Any]) -> tuple[Any, Any]:
+        return ready_action(raw, image_id=7, form=form, max_depth=None)
+
+    assert stamp_or_reason(in_one_pass, raw) == stamp_or_reason(transformed, raw)
 
 
 @settings(max_examples=200, deadline=None)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from itertools import repeat
-from typing import Any
+from typing import Any, cast
 
 from etl.errors import TransformError
 from etl.model import ActionRow, encode_payload, hash_payload
@@ -63,6 +64,81 @@ def _strings(value: Any, field: str) -> list[str] | None:
     return value
 
 
+# An action's own columns, in image_actions' order: what action_values returns.
+FIELDS = (
+    "id", "image_id", "status", "type", "started_at", "completed_at", "resource_id",
+    "resource_type", "region_slug", "region_name", "region_available", "region_features",
+    "region_sizes", "payload_json", "content_hash",
+)  # fmt: skip
+Stamp = Callable[[Any, str], Any]  # an API timestamp (and its field's name) as a column value
+
+
+def _as_is(value: list[str] | None) -> list[str] | None:
+    return value
+
+
+def action_values(
+    raw: Any,
+    *,
+    image_id: int,
+    max_depth: int | None = None,
+    encoded: bytes | None = None,
+    stamp: Stamp = parse_timestamp,
+    listed: Callable[[list[str] | None], Any] = _as_is,
+) -> tuple[Any, ...]:
+    """Return an action's own column values in FIELDS' order, checked as flatten_action says.
+
+    ``stamp`` makes each timestamp's value from what the API sent (parse_timestamp makes a
+    datetime; etl.ready's stamps make the driver's text), raising TransformError for one
+    that is not a timestamp; ``listed`` makes each region list's value from the list (or
+    None). The one pass that both flatten_action and the bulk writers' rows take (see
+    etl.ready.ready_action), so both check an action alike.
+
+    Raises:
+        TransformError: see flatten_action.
+    """
+    if not isinstance(raw, dict):
+        raise TransformError(f"an action must be a JSON object, not {type(raw).__name__}")
+    action_id = _bigint(raw.get("id"), "id", nullable=False)
+    region = raw.get("region")  # the API sends region: null for some image actions
+    if region is not None and not isinstance(region, dict):
+        raise TransformError(f"region must be an object or null, not {type(region).__name__}")
+    region = region or {}
+    available = region.get("available")
+    if available is not None and not isinstance(available, bool):
+        raise TransformError("region.available must be true, false or null")
+    status = _text(raw.get("status"), "status")
+    kind = _text(raw.get("type"), "type")
+    started_at = stamp(raw.get("started_at"), "started_at")
+    completed_at = stamp(raw.get("completed_at"), "completed_at")
+    resource_id = _bigint(raw.get("resource_id"), "resource_id", nullable=True)
+    resource_type = _text(raw.get("resource_type"), "resource_type")
+    slug = _text(region.get("slug", raw.get("region_slug")), "region.slug")
+    name = _text(region.get("name"), "region.name")
+    features = _strings(region.get("features"), "region.features")
+    sizes = _strings(region.get("sizes"), "region.sizes")
+    # After the fields' checks, so their reasons come first; before ``listed``, which may
+    # take only what the payload's encoding took.
+    encoded = encoded or encode_payload(raw, max_depth=max_depth)
+    return (
+        action_id,
+        image_id,
+        status,
+        kind,
+        started_at,
+        completed_at,
+        resource_id,
+        resource_type,
+        slug,
+        name,
+        available,
+        listed(features),
+        listed(sizes),
+        encoded.decode(),
+        hash_payload(encoded, image_id),
+    )
+
+
 def flatten_action(
     raw: Any, *, image_id: int, max_depth: int | None = None, encoded: bytes | None = None
 ) -> ActionRow:
@@ -74,33 +150,7 @@ def flatten_action(
     Raises:
         TransformError: the action has no usable id or a field of the wrong type or form.
     """
-    if not isinstance(raw, dict):
-        raise TransformError(f"an action must be a JSON object, not {type(raw).__name__}")
-    action_id = _bigint(raw.get("id"), "id", nullable=False)
-    assert action_id is not None  # noqa: S101  (nullable=False never returns None)
-    region = raw.get("region")  # the API sends region: null for some image actions
-    if region is not None and not isinstance(region, dict):
-        raise TransformError(f"region must be an object or null, not {type(region).__name__}")
-    region = region or {}
-    available = region.get("available")
-    if available is not None and not isinstance(available, bool):
-        raise TransformError("region.available must be true, false or null")
-    return {
-        "id": action_id,
-        "image_id": image_id,
-        "status": _text(raw.get("status"), "status"),
-        "type": _text(raw.get("type"), "type"),
-        "started_at": parse_timestamp(raw.get("started_at"), "started_at"),
-        "completed_at": parse_timestamp(raw.get("completed_at"), "completed_at"),
-        "resource_id": _bigint(raw.get("resource_id"), "resource_id", nullable=True),
-        "resource_type": _text(raw.get("resource_type"), "resource_type"),
-        "region_slug": _text(region.get("slug", raw.get("region_slug")), "region.slug"),
-        "region_name": _text(region.get("name"), "region.name"),
-        "region_available": available,
-        "region_features": _strings(region.get("features"), "region.features"),
-        "region_sizes": _strings(region.get("sizes"), "region.sizes"),
-        "payload": raw,
-        # After the fields' checks, so their reasons come first.
-        "payload_json": (encoded := encoded or encode_payload(raw, max_depth=max_depth)).decode(),
-        "content_hash": hash_payload(encoded, image_id),
-    }
+    values = action_values(raw, image_id=image_id, max_depth=max_depth, encoded=encoded)
+    row = dict(zip(FIELDS, values, strict=True))
+    row["payload"] = raw
+    return cast(ActionRow, row)
