@@ -35,6 +35,7 @@ from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
 from tests.support.runs import settings_for, sync
 from tests.test_hostile import ACTIONS, JSON
+from tests.test_load import action
 
 # The dialects whose pages are prepared: DuckDB binds per row through SQLAlchemy.
 PREPARED_DIALECTS = DIALECT_PARAMS[:3]
@@ -64,7 +65,26 @@ def known_for(items: list[Any], image_id: int, choices: list[int]) -> dict[int, 
 def test_a_prepared_page_splits_as_split_page_splits_it(
     items: list[Any], choices: list[int], form: str, max_depth: int | None
 ) -> None:
-    known = known_for(items, 7, choices)
+    assert_split_alike(items, known_for(items, 7, choices), form, max_depth)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    items=st.lists(
+        st.builds(action, st.integers(1, 9), st.sampled_from(["completed", "in-progress"])),
+        max_size=6,
+    ).map(lambda items: items + items[:1]),
+    form=st.sampled_from(FORMS),
+)
+def test_a_first_page_of_actions_that_all_transform_splits_as_split_page_splits_it(
+    items: list[Any], form: str
+) -> None:
+    assert_split_alike(items, {}, form, None)
+
+
+def assert_split_alike(
+    items: list[Any], known: dict[int, str], form: str, max_depth: int | None
+) -> None:
     expected = split_page(items, 7, 3, known, max_depth=max_depth)
 
     actions = prepare_items(items, 7, form=form, max_depth=max_depth)

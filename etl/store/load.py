@@ -139,6 +139,10 @@ def upsert_actions(
         return UpsertCounts()
     if stored is None:
         stored = read_stored(conn, latest)
+    if not stored:  # none stored yet (a first sync's pages): each row is new
+        if write:
+            write_rows(conn, list(latest.values()), now=now)
+        return UpsertCounts(inserted=len(latest))
     writes: list[Any] = []
     inserted = elsewhere = 0
     for action_id, row in latest.items():

@@ -6,14 +6,14 @@ import contextlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from etl.errors import TransformError
 from etl.model import encode_payload, hash_payload
-from etl.ready import CONTENT_HASH, ID, Row
+from etl.ready import CONTENT_HASH, ID, Ready, Row
 from etl.source.transform import flatten_action
 from etl.store.ledger import Rejected
-from etl.sync.prepare import Prepared, page_ids, usable_id
+from etl.sync.prepare import ROW, STATUS, Prepared, page_ids, usable_id
 
 __all__ = ["Split", "page_ids", "split_page", "split_prepared", "usable_id"]
 
@@ -91,6 +91,14 @@ def split_prepared(
     stored or rejected, for the same reasons, and the rows come ready for the driver.
     """
     split = Split()
+    if not known and all(action[ROW] is not None for action in actions):
+        # Nothing stored and nothing rejected (a first sync's pages): each action is a row.
+        rows = cast("list[Ready]", [action[ROW] for action in actions])
+        split.rows = list(rows)
+        split.ids = [row[ID] for row in rows]
+        split.statuses = [action[STATUS] for action in actions]
+        split.hashes = {row[ID]: row[CONTENT_HASH] for row in rows}
+        return split
     twice: set[int] = set()
     if known and len(set(ids)) < len(ids):
         twice = {i for i, n in Counter(ids).items() if n > 1}
