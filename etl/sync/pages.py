@@ -91,13 +91,14 @@ def split_prepared(
     stored or rejected, for the same reasons, and the rows come ready for the driver.
     """
     split = Split()
-    if not known and all(action[ROW] is not None for action in actions):
+    rows = [action[ROW] for action in actions]
+    if not known and None not in rows:
         # Nothing stored and nothing rejected (a first sync's pages): each action is a row.
-        rows = cast("list[Ready]", [action[ROW] for action in actions])
-        split.rows = list(rows)
-        split.ids = [row[ID] for row in rows]
+        ready = cast("list[Ready]", rows)
+        split.rows = list(ready)
+        split.ids = [row[ID] for row in ready]
         split.statuses = [action[STATUS] for action in actions]
-        split.hashes = {row[ID]: row[CONTENT_HASH] for row in rows}
+        split.hashes = {row[ID]: row[CONTENT_HASH] for row in ready}
         return split
     twice: set[int] = set()
     if known and len(set(ids)) < len(ids):

@@ -50,7 +50,7 @@ def stored_as_listed(page: Page, split: Split, counts: UpsertCounts) -> bool:
     """
     if split.rejected or counts.elsewhere or len(split.ids) != page.size:
         return False
-    return all(status in KNOWN_STATUSES for status in split.statuses)
+    return KNOWN_STATUSES.issuperset(split.statuses)
 
 
 def taken_page(ids: Sequence[int]) -> tuple[Split, UpsertCounts]:

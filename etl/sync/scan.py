@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import pairwise
+from operator import gt
 
 
 def newest_first(ids: Sequence[int], before: int | None) -> bool:
     """Return whether ``ids`` continue a strictly descending sequence that ended at ``before``."""
     chain = [before, *ids] if before is not None else list(ids)
-    return all(a > b for a, b in pairwise(chain))
+    return all(map(gt, chain, chain[1:]))  # each pair in C: a page has hundreds
 
 
 @dataclass
