@@ -20,6 +20,7 @@ from etl.store.database import open_engine
 from etl.store.migrate import head_revision, upgrade
 from etl.store.revision import current_revision
 from tests.support.cli import run_cli, sync_args
+from tests.support.databases import HTTP_DIALECT_PARAMS
 from tests.support.doubles import TOKEN
 from tests.support.faults import Fault
 from tests.support.oracle import expected_table
@@ -30,6 +31,7 @@ README = Path(__file__).parents[1] / "README.md"
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("database_url", HTTP_DIALECT_PARAMS, indirect=True)
 def test_cli_sync_prints_a_line_per_image_and_a_total(api: FakeApi, database_url: str) -> None:
     result = run_cli(*sync_args(api, database_url))
 

@@ -13,6 +13,7 @@ from etl.fake import FakeApi
 from etl.ops.cli import main
 from etl.store.schema import image_actions, image_sync_state, rejected_actions, sync_runs
 from etl.sync.run import run_sync
+from tests.support.databases import HTTP_DIALECT_PARAMS
 from tests.support.doubles import TOKEN, RecordingSleep
 from tests.support.faults import Fault
 from tests.support.oracle import expected_table
@@ -39,6 +40,7 @@ def rows_of(engine: Engine, image_id: int) -> dict[int, dict[str, Any]]:
         pytest.param(Fault("raw", 200, body=b'{"actions": [], "x": "\xc3\x28"}'), id="bad-utf8"),
     ],
 )
+@pytest.mark.parametrize("database_url", HTTP_DIALECT_PARAMS, indirect=True)
 def test_a_hostile_answer_on_page_2_never_ends_in_success(
     api: FakeApi, engine: Engine, database_url: str, fault: Fault
 ) -> None:
@@ -282,6 +284,7 @@ def page_body(ids: list[int], *, total: object, next_link: str | None = None) ->
         pytest.param(page_body([5, 4], total=3, next_link="http://[::1"), id="malformed-next"),
     ],
 )
+@pytest.mark.parametrize("database_url", HTTP_DIALECT_PARAMS, indirect=True)
 def test_a_page_that_cannot_bound_or_verify_its_listing_fails_the_image_cleanly(
     api: FakeApi, engine: Engine, database_url: str, body: bytes
 ) -> None:
@@ -321,6 +324,7 @@ def test_only_the_last_page_with_a_bad_total_is_not_a_success(
         pytest.param({"retry-after": "nan"}, id="retry-after-nan"),
     ],
 )
+@pytest.mark.parametrize("database_url", HTTP_DIALECT_PARAMS, indirect=True)
 def test_garbage_rate_limit_headers_are_ignored(
     api: FakeApi, engine: Engine, database_url: str, headers: dict[str, str]
 ) -> None:

@@ -41,6 +41,9 @@ SERVER_DIALECT_PARAMS = DIALECT_PARAMS[1:3]
 # the same decisions over the same SQLAlchemy upsert as other tests, at 20-40 s a test, as
 # it spends 10 ms on any small statement.
 DECISION_DIALECT_PARAMS = DIALECT_PARAMS[:3]
+# For tests of what a hostile server sends and of what the CLI prints: refused before
+# anything is stored, or printed from counts; every database's storage is tested elsewhere.
+HTTP_DIALECT_PARAMS = DIALECT_PARAMS[:2]
 FILE_DIALECTS = ("sqlite", "duckdb")  # a database is a file: no server, no name to drop
 
 
