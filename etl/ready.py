@@ -56,9 +56,6 @@ def zoned_stamp(value: datetime | None) -> str | None:
     return None if value is None else f"{naive_stamp(value)}+00:00"
 
 
-STAMPS: dict[str, Stamp] = {"naive": naive_stamp, "zoned": zoned_stamp}
-
-
 def naive_text(value: Any, field: str) -> str | None:
     """Return an API timestamp as naive_stamp writes it, read as parse_timestamp reads it.
 
@@ -203,14 +200,8 @@ def _copy_value(text: bytes) -> str:
 FORMS = ("naive", "zoned", "copy")  # see the module's docstring
 
 
-def ready_row(row: ActionRow, form: str) -> Ready:
-    """Return a row in ``form`` (one of FORMS); a row COPY text cannot spell stays a tuple."""
-    if form != "copy":
-        return ready_values(row, STAMPS[form])
-    return _line_if_spelt(ready_values(row, zoned_stamp))
-
-
 def _line_if_spelt(ready: Ready) -> Ready:
+    """Return copy_line's line, or the row as it is when COPY text cannot spell it."""
     try:
         return copy_line(ready)
     except (TypeError, UnicodeEncodeError):  # the driver says what it makes of it
@@ -222,8 +213,9 @@ def ready_action(
 ) -> tuple[str | None, Ready]:
     """Return an action's status and its row in ``form``, from the action as the API sent it.
 
-    One pass, with transform's checks (action_values): the same row as ready_row of
-    flatten_action's, for a sixth less of the helper's work an action.
+    One pass, with transform's checks (action_values): the same row as ready_values of
+    flatten_action's (as copy_line's line for ``copy``), for a sixth less of the helper's
+    work an action.
 
     Raises:
         TransformError: as flatten_action.

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from etl.errors import RunInterrupted
 from etl.fake import FakeApi
 from etl.model import encode_payload, hash_payload
-from etl.ready import FORMS, ready_row
+from etl.ready import FORMS
 from etl.source.reading import NOT_JSON, NOT_OBJECT, OBJECT, next_link, parse_total
 from etl.store.schema import rejected_actions
 from etl.sync import preparer as preparer_module
@@ -32,7 +32,7 @@ from tests.support.databases import DIALECT_PARAMS, fresh_database, migrated_eng
 from tests.support.doubles import TOKEN, RecordingSleep
 from tests.support.faults import Fault
 from tests.support.oracle import expected_table
-from tests.support.rows import read_rows, without_bookkeeping
+from tests.support.rows import read_rows, ready_row, without_bookkeeping
 from tests.support.runs import settings_for, sync
 from tests.test_hostile import ACTIONS, JSON
 from tests.test_load import action

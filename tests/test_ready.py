@@ -21,7 +21,6 @@ from etl.ready import (
     naive_text,
     owned_by,
     ready_action,
-    ready_row,
     ready_values,
     zoned_stamp,
 )
@@ -30,11 +29,12 @@ from etl.store.database import open_engine
 from etl.store.load import UpsertCounts, read_stored, upsert_actions, write_rows
 from etl.store.schema import image_actions
 from tests.support.databases import fresh_database, migrated_engine
+from tests.support.rows import ready_row
 from tests.test_hostile import ACTIONS, TIMES
 from tests.test_load import T1, action, raw_table
 
 # Text COPY must escape, and text that only looks escaped; no NUL (no PostgreSQL text holds
-# one) and no lone surrogate (no UTF-8 does: such a row stays a tuple, see ready_row).
+# one) and no lone surrogate (no UTF-8 does: such a row stays a tuple, see ready_action).
 TEXT = st.text(
     st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12
 ) | st.sampled_from(["", "\\N", "\\", "\\\\t", "a\tb\nc\rd\\e\bf\vg\fh", "ünïcødé ✓ 😀"])
