@@ -70,7 +70,7 @@ API_SHAPED = st.builds(
 ) | st.text("0123456789-:TZW.+ ", min_size=20, max_size=20)  # fmt: skip
 
 
-def stamp_or_reason(make: Any, value: Any) -> Any:
+def made_or_refused(make: Any, value: Any) -> Any:
     """Return what ``make`` makes of ``value``, or the reason it refuses it."""
     try:
         return make(value)
@@ -89,9 +89,9 @@ def stamp_or_reason(make: Any, value: Any) -> Any:
 def test_a_timestamp_in_the_api_s_shape_is_cut_to_the_text_formatting_it_would_give(
     value: Any,
 ) -> None:
-    expected = stamp_or_reason(lambda v: naive_stamp(parse_timestamp(v, "started_at")), value)
+    expected = made_or_refused(lambda v: naive_stamp(parse_timestamp(v, "started_at")), value)
 
-    assert stamp_or_reason(lambda v: naive_text(v, "started_at"), value) == expected
+    assert made_or_refused(lambda v: naive_text(v, "started_at"), value) == expected
 
 
 # Actions that transform, with every timestamp in any form, and hostile ones.
@@ -119,7 +119,7 @@ def test_an_action_made_ready_in_one_pass_is_its_transformed_row_made_ready(
     def in_one_pass(raw: dict[str, Any]) -> tuple[Any, Any]:
         return ready_action(raw, image_id=7, form=form, max_depth=None)
 
-    assert stamp_or_reason(in_one_pass, raw) == stamp_or_reason(transformed, raw)
+    assert made_or_refused(in_one_pass, raw) == made_or_refused(transformed, raw)
 
 
 @settings(max_examples=200, deadline=None)

@@ -91,8 +91,8 @@ def split_prepared(
     stored or rejected, for the same reasons, and the rows come ready for the driver.
     """
     split = Split()
-    rows = [action[ROW] for action in actions]
-    if not known and None not in rows:
+    rows = [action[ROW] for action in actions] if not known else None
+    if rows is not None and None not in rows:
         # Nothing stored and nothing rejected (a first sync's pages): each action is a row.
         ready = cast("list[Ready]", rows)
         split.rows = list(ready)
