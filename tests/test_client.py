@@ -9,10 +9,12 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from requests import Response
 
 from etl.errors import ApiError, AuthError, NotFoundError, RetryableApiError
 from etl.fake import FakeApi, World
 from etl.source.client import ApiClient
+from etl.source.transport import ApiSession, new_session
 from tests.support.doubles import TOKEN, RecordingSleep
 from tests.support.faults import Fault
 from tests.support.scripted import ScriptedApi
@@ -160,16 +162,20 @@ class HeaderRecordingServer:
     The fake API records only whether a request was authorized; this shows what was sent.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cookie: str | None = None) -> None:
         self.headers: list[dict[str, str]] = []
-        seen = self.headers
+        self.requests: list[tuple[str, list[tuple[str, str]]]] = []  # request line, headers
+        seen, sent = self.headers, self.requests
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 seen.append(dict(self.headers.items()))
+                sent.append((self.requestline, list(self.headers.items())))
                 body = json.dumps({"actions": [], "meta": {"total": 0}}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
+                if cookie is not None:
+                    self.send_header("Set-Cookie", cookie)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -201,6 +207,48 @@ def test_get_json_sends_bearer_token_and_user_agent(api: FakeApi, client: ApiCli
     assert headers["Authorization"] == f"Bearer {TOKEN}"
     # The version as installed, not as the client module spells it.
     assert headers["User-Agent"] == f"do-image-actions/{version('do-image-actions')}"
+
+
+def test_a_page_request_is_what_requests_itself_would_send(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The session prepares its GETs itself (see ApiSession.get_streamed), sending the same.
+
+    The same request line and headers as requests' own get, page after page, a cookie the
+    server set included.
+    """
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    headers = {"Authorization": f"Bearer {TOKEN}", "User-Agent": "ua", "Accept": "application/json"}
+
+    def by_requests(session: ApiSession, url: str, params: dict[str, int] | None) -> Response:
+        return session.get(url, params=params, timeout=5, stream=True, allow_redirects=False)
+
+    def by_ourselves(session: ApiSession, url: str, params: dict[str, int] | None) -> Response:
+        return session.get_streamed(url, params, 5)
+
+    with HeaderRecordingServer(cookie="seen=1; Path=/") as server:
+        for get in (by_requests, by_ourselves):
+            session = new_session(headers, server.url)
+            url = f"{server.url}/v2/images/1/actions"
+            for params in ({"page": 1, "per_page": 200}, None, {"page": 3}):
+                with get(session, url + ("?page=2&per_page=200" if params is None else ""), params):
+                    pass
+            session.close()
+    sent = [  # no token in a failure's text
+        (line, [(name, "..." if name == "Authorization" else value) for name, value in fields])
+        for line, fields in server.requests
+    ]
+
+    assert sent[3:] == sent[:3]
+    assert [dict(fields).get("Cookie") for _, fields in server.requests[3:]] == [
+        None, "seen=1", "seen=1"
+    ]  # fmt: skip
+    assert [line for line, _ in sent[3:]] == [
+        f"GET /v2/images/1/actions?{query} HTTP/1.1"
+        for query in ("page=1&per_page=200", "page=2&per_page=200", "page=3")
+    ]
+    assert dict(server.requests[3][1])["Authorization"] == f"Bearer {TOKEN}"
 
 
 def test_a_netrc_entry_for_the_api_host_does_not_replace_the_token(

@@ -23,6 +23,7 @@ from etl.errors import (
     RunInterrupted,
 )
 from etl.source.transport import (
+    ApiSession,
     BodyTooLarge,
     BodyUnreadable,
     Slot,
@@ -63,7 +64,7 @@ class Exchanger:
         # One session (one connection pool) per worker thread: requests' sessions are not
         # documented as thread-safe.
         self._local = threading.local()
-        self._sessions: list[requests.Session] = []
+        self._sessions: list[ApiSession] = []
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -75,8 +76,8 @@ class Exchanger:
         self._watchdog.close()
 
     @property
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
+    def _session(self) -> ApiSession:
+        session: ApiSession | None = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = new_session(self._headers, self.base_url)
             with self._lock:
@@ -97,13 +98,7 @@ class Exchanger:
             self._on_request(path)
             with self._watchdog.guard(self._timeout) as slot:
                 try:
-                    response = self._session.get(
-                        url,
-                        params=params,
-                        timeout=self._timeout,
-                        stream=True,
-                        allow_redirects=False,
-                    )
+                    response = self._session.get_streamed(url, params, self._timeout)
                     body = self._read_body(response, path) if not response.is_redirect else b""
                 except (requests.RequestException, RetryableApiError):
                     self._raise_if_cut(slot, path)
