@@ -176,12 +176,17 @@ def main() -> None:
     parser.add_argument("--images", required=True)
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--per-page", type=int, default=200)
+    parser.add_argument("--fetch-only", action="store_true", help="time the fetch alone")
     args = parser.parse_args()
     images = [int(image) for image in args.images.split(",")]
     url = make_url(args.database_url)
     backend = url.get_backend_name()
 
     pages, fetched = fetch_pages(args.api_url, images, args.per_page)
+    if args.fetch_only:
+        received = sum(len(body) for _, body in pages)
+        print(json.dumps({"fetch": fetched, "requests": len(pages), "bytes": received}))
+        return
     now = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)  # a fixed "now": first_seen_at, changed_at
     rows = prepare_rows(pages, now=now, zone=backend == "postgresql")
     requests_made, received = len(pages), sum(len(body) for _, body in pages)

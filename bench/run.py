@@ -5,6 +5,10 @@ python -m bench.run --scenario 100k --dialects sqlite --reps 1
 
 The floor (bench.floor) is measured in the same run, on the same fake and the same kind of
 fresh database: the cheapest fetch of the same pages, and the cheapest upsert of their rows.
+Each repetition measures its own floor just before the syncs it is compared with (the
+fetch alone again just before a --full run), and ``x floor`` is the median of the
+repetitions' own ratios: this machine's speed drifts by 10-20% within minutes, which a
+ratio of two medians taken minutes apart carries whole.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -155,10 +159,12 @@ def sync(
     return {**summary, "wall": wall, "peak": peak}
 
 
-def floor(fake: Fake, database_url: str) -> dict[str, Any]:
-    """Measure the floor in its own process: fetch and upsert seconds."""
+def floor(fake: Fake, database_url: str, *, fetch_only: bool = False) -> dict[str, Any]:
+    """Measure the floor in its own process: fetch and upsert seconds (or the fetch alone)."""
     command = [sys.executable, "-m", "bench.floor", "--api-url", fake.url, "--images", fake.ids,
                "--database-url", database_url]  # fmt: skip
+    if fetch_only:
+        command.append("--fetch-only")
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
@@ -186,7 +192,7 @@ class Row:
     """One line of the results table (medians).
 
     ``against`` is what ``x floor`` divides by: the whole floor, or its fetch alone for a
-    run that writes nothing.
+    run that writes nothing; ``ratios`` are each repetition's seconds over its own floor.
     """
 
     scenario: str
@@ -197,26 +203,27 @@ class Row:
     peak: float
     floor: Floor | None = None
     against: str = "total"
+    ratios: list[float] = field(default_factory=list)
     note: str = ""
 
     def cells(self) -> list[str]:
         """Return the row as printed cells."""
         rate = f"{self.actions / self.seconds:,.0f}" if self.actions else ""
-        floor = fetch = upsert = ratio = ""
+        floor = fetch = upsert = ratio = each = ""
         if self.floor is not None:
             fetch = f"{self.floor.fetch:.2f}"
-            if self.against == "fetch":
-                ratio = f"{self.seconds / self.floor.fetch:.2f} (fetch)"
-            else:
+            if self.against != "fetch":
                 floor = f"{self.floor.total:.2f}"
                 upsert = f"{self.floor.upsert:.2f}"
-                ratio = f"{self.seconds / self.floor.total:.2f}"
+        if self.ratios:
+            ratio = f"{median(self.ratios):.2f}" + (" (fetch)" if self.against == "fetch" else "")
+            each = " ".join(f"{value:.2f}" for value in self.ratios)
         return [self.scenario, self.dialect, f"{self.seconds:.2f}", rate, str(self.requests),
-                f"{self.peak:.0f}", floor, fetch, upsert, ratio, self.note]  # fmt: skip
+                f"{self.peak:.0f}", floor, fetch, upsert, ratio, each, self.note]  # fmt: skip
 
 
 COLUMNS = ["scenario", "database", "seconds", "actions/s", "requests", "peak RSS MiB",
-           "floor s", "fetch s", "upsert s", "x floor", "note"]  # fmt: skip
+           "floor s", "fetch s", "upsert s", "x floor", "each run", "note"]  # fmt: skip
 
 
 def median(values: list[float]) -> float:
@@ -237,25 +244,30 @@ def scenario_syncs(
     """Full, incremental and unchanged --full syncs of images x actions, beside the floor.
 
     Per dialect and repetition: the floor into one fresh database; then into another, a
-    first sync (everything new), an incremental one and a --full one over the same data.
+    first sync (everything new), an incremental one, the fetch floor again and a --full
+    sync over the same data. Each sync's ratio is to the floor measured just before it.
     """
     rows = []
     label = label or f"{images}x{actions}"
     with fake_api(images, actions, region_scale=region_scale) as fake:
         for dialect in dialects:
-            floors, full, incremental, unchanged = [], [], [], []
+            floors, fetches, full, incremental, unchanged = [], [], [], [], []
             for _ in range(reps):
                 with database(dialect, folder) as floor_db:
                     floors.append(floor(fake, floor_db))
                 with database(dialect, folder) as db:
                     full.append(sync(fake, db))
                     incremental.append(sync(fake, db))
+                    fetches.append(floor(fake, db, fetch_only=True)["fetch"])
                     unchanged.append(sync(fake, db, full=True))
             base = Floor.of(floors)
             full_s = median([r["seconds"] for r in full])
+            ratios = [
+                r["seconds"] / (f["fetch"] + f["upsert"]) for r, f in zip(full, floors, strict=True)
+            ]
             rows.append(Row(f"{label} full", dialect, full_s, full[0]["inserted"],
                             full[0]["requests"], median([r["peak"] for r in full]), base,
-                            note=f"{fake.page_kb:.0f} KB a page of 200"))  # fmt: skip
+                            ratios=ratios, note=f"{fake.page_kb:.0f} KB a page"))  # fmt: skip
             inc_s = median([r["seconds"] for r in incremental])
             rows.append(Row(f"{label} incremental", dialect, inc_s, 0,
                             incremental[0]["requests"], median([r["peak"] for r in incremental]),
@@ -269,8 +281,9 @@ def scenario_syncs(
                     same["inserted"] + same["updated"] + same["unchanged"],
                     same["requests"],
                     median([r["peak"] for r in unchanged]),
-                    base,
+                    Floor(median(fetches), 0.0, median(fetches)),
                     against="fetch",
+                    ratios=[r["seconds"] / f for r, f in zip(unchanged, fetches, strict=True)],
                     note=f"{same['updated']} updated; target <= 1.3x the fetch floor",
                 )
             )
@@ -323,7 +336,8 @@ def main() -> None:
         if "ratelimit" in chosen:
             rows += scenario_ratelimit(args.reps, folder, 1000)
     print(f"medians of {args.reps} runs; seconds are the sync's own clock (no interpreter "
-          "start); floor s = fetch s + upsert s, bench.floor's clocks")  # fmt: skip
+          "start); floor s = fetch s + upsert s, bench.floor's clocks; x floor is the median "
+          "of each run's seconds over the floor measured just before it (each run)")  # fmt: skip
     print(format_table([row.cells() for row in rows], COLUMNS))
 
 
