@@ -137,6 +137,26 @@ def test_run_sync_rescans_once_when_the_world_shifts_mid_scan(
     assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
 
 
+def test_a_rescanned_image_saves_each_dead_letter_once(
+    world: World, engine: Engine, database_url: str
+) -> None:
+    """Read twice in one run, an image's rejected actions are dead letters once, not twice."""
+    image_id = next(iter(world.actions))
+    world.actions = {image_id: world.actions[image_id]}
+    bad = [{"id": "not-a-number", "status": "completed"}, {"id": 77, "started_at": "yesterday"}]
+    world.actions[image_id][28:30] = bad  # on page 2 of both scans
+    with ShiftOnceApi(world, count=2) as api:
+        run = sync(api, database_url)
+
+    [image] = run.images
+    assert (image.complete, image.pages, run.rejected) == (True, 6, 2)  # read twice
+    rejected = read_rows(engine, rejected_actions)
+    assert [(r["action_id"], r["reason"], r["payload"]) for r in rejected] == [
+        (None, "page 2 action 11: id must be a whole number, not str", bad[0]),
+        (77, "page 2 action 12: started_at 'yesterday' is not an ISO 8601 timestamp", bad[1]),
+    ]
+
+
 def test_run_sync_goes_on_past_a_missing_image(
     api: FakeApi, engine: Engine, database_url: str
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -13,6 +13,7 @@ from etl.model import KNOWN_STATUSES
 from etl.source.extract import Page, get_image_action, iter_image_action_pages
 from etl.store.ledger import (
     KnownState,
+    Rejected,
     clear_page_digests,
     known_state,
     listed_hashes,
@@ -26,6 +27,7 @@ from etl.store.load import UpsertCounts, read_stored, upsert_actions
 from etl.store.schema import json_depth_limit
 from etl.sync.context import RunContext, ScanOrder
 from etl.sync.coordinator import LATCHED
+from etl.sync.dead_letters import DeadLetters
 from etl.sync.pages import Split, page_ids, split_page, split_prepared
 from etl.sync.prepare import PreparedPage
 from etl.sync.prints import PagePrints, parse, stored_as_listed, taken_page
@@ -105,6 +107,7 @@ class ImageScan:
         self._first: tuple[UpsertCounts, int, int] | None = None
         self._whole = False  # the last scan after the first read to its last page
         self._read_only: tuple[int, bytes] | None = None  # the last page only read, and its bytes
+        self._letters = DeadLetters()  # the rejected actions saved, once a run
 
     def run(self) -> ImageResult:
         """Scan the image; see scan_image."""
@@ -182,6 +185,7 @@ class ImageScan:
         while scan_number < scans:
             scan_number += 1
             first = scan_number == 1
+            self._letters.new_scan()
             if not first:  # it reads the whole listing again: see rescanned
                 if self._first is not None:  # a third scan: the first two count as one
                     self._count_once(*self._first)
@@ -504,6 +508,7 @@ class ImageScan:
         now = ctx.now()
         prepared = items if isinstance(items, PreparedPage) else None
         ids = listed_ids(items)
+        letters: list[tuple[Rejected, Hashable]] = []
         with ctx.turns.turn(ids), ctx.engine.begin() as conn:
             stored = read_stored(conn, ids)
             # The fingerprint covers the image too: one stored under another never matches.
@@ -538,7 +543,10 @@ class ImageScan:
                 clear_page_digests(conn, image_id)  # the rows may now differ from the pages
                 self._refreshed = True
             if ctx.write and ctx.run_id is not None:
-                save_rejected(conn, rejected, run_id=ctx.run_id, image_id=image_id, now=now)
+                letters = self._letters.unsaved(rejected)  # once a run, rescanned or not
+                dead = [item for item, _ in letters]
+                save_rejected(conn, dead, run_id=ctx.run_id, image_id=image_id, now=now)
+        self._letters.saved(letters)
         logger.debug(
             "image %d: %d actions, %d rejected, %s",
             image_id,

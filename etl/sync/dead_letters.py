@@ -1,0 +1,60 @@
+"""Which of an image's rejected actions a run has saved as dead letters, across its scans.
+
+An image whose listing moved while it was read is read again in the same run (see
+etl.sync.image_scan): its rejected actions come again, maybe on other pages. Each is saved
+once a run: a scan saves only those it finds more often than any scan before it saved
+them. The same action, reason and payload is the same dead letter, wherever it was listed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Sequence
+
+import orjson
+
+from etl.store.ledger import Rejected
+
+
+def letter_key(item: Rejected) -> Hashable:
+    """Return what makes a dead letter the same one: its id, reason and payload.
+
+    The reason's place on the page ("page 2 action 5: ") is left out. A payload that
+    cannot be encoded (a lone surrogate, nesting past orjson's limit) gets a key of its
+    own, the same as no other: it is always saved.
+    """
+    _place, _, reason = item.reason.partition(": ")
+    try:
+        payload: Hashable = orjson.dumps(item.payload)
+    except (TypeError, orjson.JSONEncodeError):
+        payload = object()
+    return item.action_id, reason, payload
+
+
+class DeadLetters:
+    """The dead letters one image's scans have saved in a run (its scans run one at a time)."""
+
+    def __init__(self) -> None:
+        self._saved: Counter[Hashable] = Counter()  # across the run's scans of the image
+        self._seen: Counter[Hashable] = Counter()  # in the current scan
+
+    def new_scan(self) -> None:
+        """Start counting a new scan of the image."""
+        self._seen = Counter()
+
+    def unsaved(self, rejected: Sequence[Rejected]) -> list[tuple[Rejected, Hashable]]:
+        """Return the rejected actions of a page not yet saved, each with its key.
+
+        Call ``saved`` with them once they are committed.
+        """
+        fresh = []
+        for item in rejected:
+            key = letter_key(item)
+            self._seen[key] += 1
+            if self._seen[key] > self._saved[key]:
+                fresh.append((item, key))
+        return fresh
+
+    def saved(self, letters: Sequence[tuple[Rejected, Hashable]]) -> None:
+        """Note dead letters as committed."""
+        self._saved.update(key for _, key in letters)
