@@ -11,9 +11,9 @@ def saved_by_scans(*scans: list[Rejected]) -> list[list[Rejected]]:
     letters, saved = DeadLetters(), []
     for rejected in scans:
         letters.new_scan()
-        fresh = letters.unsaved(rejected)
-        letters.saved(fresh)
-        saved.append([item for item, _ in fresh])
+        page = letters.unsaved(rejected)
+        letters.saved(page)
+        saved.append(page.rejected)
     return saved
 
 
@@ -48,3 +48,13 @@ def test_a_payload_that_cannot_be_encoded_is_always_saved() -> None:
     odd = Rejected(9, "page 1 action 1: payload holds a lone surrogate", {"name": "\ud800"})
 
     assert saved_by_scans([odd], [odd]) == [[odd], [odd]]
+
+
+def test_a_page_that_did_not_commit_counts_for_nothing() -> None:
+    item = Rejected(77, "page 1 action 1: started_at 'x' is not an ISO 8601 timestamp", {"id": 77})
+    letters = DeadLetters()
+    letters.saved(letters.unsaved([item]))  # the first scan saved it
+    letters.new_scan()
+    letters.unsaved([item])  # the second scan's page failed: never given to saved
+
+    assert letters.unsaved([item]).rejected == []  # the same page again: saved already

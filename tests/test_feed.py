@@ -11,7 +11,7 @@ from sqlalchemy import Engine, update
 
 from etl.fake import World
 from etl.ops.summary import run_to_dict
-from etl.store.schema import feed_state, image_sync_state, sync_runs
+from etl.store.schema import feed_state, image_sync_state, rejected_actions, sync_runs
 from etl.sync.results import RunResult
 from tests.support.databases import DECISION_DIALECT_PARAMS
 from tests.support.doubles import TOKEN
@@ -500,6 +500,28 @@ def test_an_image_scanned_twice_in_a_run_counts_each_action_once(
         45,
     )
     assert repeated.counters()["rows_rejected"] == 1
+    dead = [row for row in read_rows(engine, rejected_actions) if row["run_id"] == repeated.run_id]
+    assert len(dead) == 1  # one dead letter, though both scans rejected it
+
+
+def test_an_audit_that_finds_a_feed_miss_saves_each_dead_letter_once(
+    engine: Engine, database_url: str
+) -> None:
+    """The audit's scan and the full scan after it both reject the action: one dead letter."""
+    world = World.generate(images=1, actions_per_image=45, seed=7)
+    world.finish_all()
+    (image,) = world.actions
+    with ScriptedApi(world, token=TOKEN) as api:
+        sync(api, database_url, audit_images_per_run=1)
+        missed, bad = world.add_actions(image, 2)
+        world.finish_all()
+        api.feed_hides.update((missed["id"], bad["id"]))
+        bad["started_at"] = 12
+        run = sync(api, database_url, audit_images_per_run=1)
+
+    assert ([i.feed_miss for i in run.images], run.rejected) == ([True], 1)
+    dead = [row for row in read_rows(engine, rejected_actions) if row["run_id"] == run.run_id]
+    assert [(row["action_id"], row["payload"]) for row in dead] == [(bad["id"], bad)]
 
 
 def test_a_new_image_whose_listing_lags_behind_the_feed_holds_the_watermark_too(

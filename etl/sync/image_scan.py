@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -13,7 +13,6 @@ from etl.model import KNOWN_STATUSES
 from etl.source.extract import Page, get_image_action, iter_image_action_pages
 from etl.store.ledger import (
     KnownState,
-    Rejected,
     clear_page_digests,
     known_state,
     listed_hashes,
@@ -27,7 +26,7 @@ from etl.store.load import UpsertCounts, read_stored, upsert_actions
 from etl.store.schema import json_depth_limit
 from etl.sync.context import RunContext, ScanOrder
 from etl.sync.coordinator import LATCHED
-from etl.sync.dead_letters import DeadLetters
+from etl.sync.dead_letters import NO_LETTERS, DeadLetters
 from etl.sync.pages import Split, page_ids, split_page, split_prepared
 from etl.sync.prepare import PreparedPage
 from etl.sync.prints import PagePrints, parse, stored_as_listed, taken_page
@@ -66,7 +65,8 @@ def run_order(ctx: RunContext, order: ScanOrder) -> ImageResult:
     warned about and counted, and the image is then scanned to the end.
     """
     first = ImageResult(order.image_id, audit=order.audit, touched=order.touched)
-    result = ImageScan(ctx, first, order=order).run()
+    letters = DeadLetters()  # saved once a run, however many scans read the image
+    result = ImageScan(ctx, first, order=order, letters=letters).run()
     if not (order.audit and result.finished and result.counts.inserted):
         return result
     logger.warning(
@@ -77,7 +77,8 @@ def run_order(ctx: RunContext, order: ScanOrder) -> ImageResult:
         extra={"image_id": order.image_id},
     )
     full = ScanOrder(order.image_id, full=True, audit=True)
-    again = ImageScan(ctx, ImageResult(order.image_id, audit=True), order=full).run()
+    scan = ImageScan(ctx, ImageResult(order.image_id, audit=True), order=full, letters=letters)
+    again = scan.run()
     again.feed_miss = True
     whole = again.finished and again.error is None
     again.counts = rescanned(result.counts, again.counts, whole=whole, wrote=ctx.write)
@@ -94,7 +95,15 @@ def listed_ids(items: list[Any] | PreparedPage) -> list[int]:
 class ImageScan:
     """One image's scan within a run."""
 
-    def __init__(self, ctx: RunContext, result: ImageResult, *, order: ScanOrder) -> None:
+    def __init__(
+        self,
+        ctx: RunContext,
+        result: ImageResult,
+        *,
+        order: ScanOrder,
+        letters: DeadLetters | None = None,
+    ) -> None:
+        """``letters``: the dead letters the run saved of the image before this scan."""
         self.ctx = ctx
         self.result = result
         self.order = order
@@ -107,7 +116,7 @@ class ImageScan:
         self._first: tuple[UpsertCounts, int, int] | None = None
         self._whole = False  # the last scan after the first read to its last page
         self._read_only: tuple[int, bytes] | None = None  # the last page only read, and its bytes
-        self._letters = DeadLetters()  # the rejected actions saved, once a run
+        self._letters = letters or DeadLetters()  # the rejected actions saved, once a run
 
     def run(self) -> ImageResult:
         """Scan the image; see scan_image."""
@@ -508,7 +517,7 @@ class ImageScan:
         now = ctx.now()
         prepared = items if isinstance(items, PreparedPage) else None
         ids = listed_ids(items)
-        letters: list[tuple[Rejected, Hashable]] = []
+        letters = NO_LETTERS
         with ctx.turns.turn(ids), ctx.engine.begin() as conn:
             stored = read_stored(conn, ids)
             # The fingerprint covers the image too: one stored under another never matches.
@@ -544,8 +553,7 @@ class ImageScan:
                 self._refreshed = True
             if ctx.write and ctx.run_id is not None:
                 letters = self._letters.unsaved(rejected)  # once a run, rescanned or not
-                dead = [item for item, _ in letters]
-                save_rejected(conn, dead, run_id=ctx.run_id, image_id=image_id, now=now)
+                save_rejected(conn, letters.rejected, run_id=ctx.run_id, image_id=image_id, now=now)
         self._letters.saved(letters)
         logger.debug(
             "image %d: %d actions, %d rejected, %s",
