@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import pytest
-from requests import Response
+from requests import PreparedRequest, Response
+from requests.cookies import create_cookie
+from urllib3 import HTTPResponse
 
 from etl.errors import ApiError, AuthError, NotFoundError, RetryableApiError
 from etl.fake import FakeApi, World
 from etl.source.client import ApiClient
-from etl.source.transport import ApiSession, new_session
+from etl.source.transport import ApiSession, GuardedAdapter, new_session
 from tests.support.doubles import TOKEN, RecordingSleep
 from tests.support.faults import Fault
 from tests.support.scripted import ScriptedApi
@@ -249,6 +253,55 @@ def test_a_page_request_is_what_requests_itself_would_send(
         for query in ("page=1&per_page=200", "page=2&per_page=200", "page=3")
     ]
     assert dict(server.requests[3][1])["Authorization"] == f"Bearer {TOKEN}"
+
+
+class CapturingAdapter(GuardedAdapter):
+    """An adapter that keeps what it is asked to send, and answers 200 without a network."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[Any, ...]] = []
+
+    def send(self, request: PreparedRequest, **options: Any) -> Response:  # type: ignore[override]
+        """Keep the request and every option it came with; answer an empty 200."""
+        proxies = dict(options.pop("proxies") or {})
+        self.sent.append((request.method, request.url, dict(request.headers), request.body,
+                          request.hooks, proxies, options))  # fmt: skip
+        response = Response()
+        response.status_code, response.request = 200, request
+        response.raw = HTTPResponse(body=io.BytesIO(b"{}"), preload_content=False, status=200)
+        return response
+
+
+@pytest.mark.parametrize("bypassed", [False, True], ids=["proxied", "no-proxy"])
+def test_a_page_request_reaches_the_adapter_as_requests_itself_would_send_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bypassed: bool
+) -> None:
+    """Over HTTPS through a proxy (or past it), with a CA bundle and several cookies."""
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "no_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "api.example" if bypassed else "other.example")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "ca.pem"))
+    url = "https://api.example/v2/images/1/actions"
+    adapters = []
+    for send in ("get", "get_streamed"):
+        session = new_session({"Authorization": f"Bearer {TOKEN}", "User-Agent": "ua"}, url)
+        adapter = CapturingAdapter()
+        session.mount("https://", adapter)
+        for name in ("zeta", "alpha", "mid"):
+            session.cookies.set_cookie(create_cookie(name, "1", domain="api.example", path="/"))
+        for params in ({"page": 1, "per_page": 200, "q": "a b/é&"}, None):
+            if send == "get":
+                session.get(url, params=params, timeout=5, stream=True, allow_redirects=False)
+            else:
+                session.get_streamed(url, params, 5)
+        adapters.append(adapter)
+
+    assert adapters[1].sent == adapters[0].sent
+    proxy = adapters[1].sent[0][5].get("https")
+    assert proxy == (None if bypassed else "http://proxy.example:3128")
+    assert adapters[1].sent[0][6]["verify"] == str(tmp_path / "ca.pem")
 
 
 def test_a_netrc_entry_for_the_api_host_does_not_replace_the_token(
