@@ -336,8 +336,9 @@ def main() -> None:
         if "ratelimit" in chosen:
             rows += scenario_ratelimit(args.reps, folder, 1000)
     print(f"medians of {args.reps} runs; seconds are the sync's own clock (no interpreter "
-          "start); floor s = fetch s + upsert s, bench.floor's clocks; x floor is the median "
-          "of each run's seconds over the floor measured just before it (each run)")  # fmt: skip
+          "start); floor s = fetch s + upsert s, bench.floor's clocks (a --full row's fetch s: "
+          "the fetch alone, measured before each such run); x floor is the median of each "
+          "run's seconds over the floor measured just before it (each run)")  # fmt: skip
     print(format_table([row.cells() for row in rows], COLUMNS))
 
 
