@@ -183,13 +183,12 @@ def main() -> None:
     backend = url.get_backend_name()
 
     pages, fetched = fetch_pages(args.api_url, images, args.per_page)
+    requests_made, received = len(pages), sum(len(body) for _, body in pages)
     if args.fetch_only:
-        received = sum(len(body) for _, body in pages)
-        print(json.dumps({"fetch": fetched, "requests": len(pages), "bytes": received}))
+        print(json.dumps({"fetch": fetched, "requests": requests_made, "bytes": received}))
         return
     now = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)  # a fixed "now": first_seen_at, changed_at
     rows = prepare_rows(pages, now=now, zone=backend == "postgresql")
-    requests_made, received = len(pages), sum(len(body) for _, body in pages)
     del pages
     started = time.perf_counter()
     UPSERTS[backend](url, rows)
