@@ -161,6 +161,42 @@ def test_the_helper_process_prepares_a_page_as_the_run_would(form: str) -> None:
     assert pickle.loads(pickle.dumps(answer)) == answer  # noqa: S301  (our own bytes)
 
 
+def pipe_limit() -> int:
+    try:
+        return int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+@pytest.mark.skipif(pipe_limit() < preparer_module.PIPE_SIZE, reason="Linux's pipe sizes")
+def test_a_page_larger_than_a_default_pipe_reaches_the_helper_in_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No worker's write stops halfway to wait for the helper to read the rest."""
+    actions = [{**ACTION, "id": n, "note": "x" * 1000} for n in range(200, 0, -1)]
+    content = page_bytes({"actions": actions, "meta": {"total": 200}})
+    assert len(content) > 3 * 65536  # three default pipes' worth
+    helper = Helper()
+    written: list[tuple[int, int]] = []
+    real_write = os.write
+
+    def write(fd: int, data: Any) -> int:
+        done = real_write(fd, data)
+        written.append((len(data), done))
+        return done
+
+    monkeypatch.setattr(preparer_module.os, "write", write)
+    try:
+        answer = helper.call(content, 7, {"form": "naive", "max_depth": None})
+    finally:
+        monkeypatch.undo()
+        helper.close()
+
+    assert answer.ids == list(range(200, 0, -1))
+    assert len(written) == 1
+    assert written[0][0] == written[0][1] > len(content)
+
+
 def test_the_helper_process_gets_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)
     helper = Helper()
@@ -201,10 +237,10 @@ def test_a_helper_that_ended_leaves_the_preparing_to_the_run(
 
 
 def a_big_page() -> bytes:
-    """Return a page larger than a pipe holds (64 KiB): its write waits for the reader."""
-    actions = [{**ACTION, "id": n, "type": "x" * 200} for n in range(2000, 1000, -1)]
+    """Return a page larger than the helper's pipe holds: its write waits for the reader."""
+    actions = [{**ACTION, "id": n, "type": "x" * 1500} for n in range(2000, 1000, -1)]
     page = page_bytes({"actions": actions, "meta": {"total": 1000}})
-    assert len(page) > 2**16
+    assert len(page) > preparer_module.PIPE_SIZE
     return page
 
 

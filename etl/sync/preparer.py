@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 # stuck (a SIGSTOP, a machine out of memory), and the run prepares its pages itself.
 ANSWER_TIMEOUT = 60.0
 STOP_CHECK = 0.1  # a wait for an answer looks at the run's stop this often
+PIPE_SIZE = 1 << 20  # what the helper's input holds: Linux's default limit for anyone
 
 
 class HelperGone(Exception):
@@ -46,6 +47,22 @@ def spare_cores() -> int:
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     return max(cores - 1, 0)
+
+
+def widen_pipe(fd: int, size: int = PIPE_SIZE) -> None:
+    """Let the pipe ``fd`` hold ``size`` bytes, where Linux allows it; else leave it.
+
+    A page (90 KB and more) is larger than a pipe holds by default (64 KiB): its write
+    would stop halfway and wait for the helper to read, once a page, in every worker.
+    """
+    try:
+        import fcntl  # not on Windows
+    except ImportError:
+        return
+    setting = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
+    if setting is not None:
+        with contextlib.suppress(OSError):  # past /proc/sys/fs/pipe-max-size: as it is
+            fcntl.fcntl(fd, setting, size)
 
 
 class Helper:
@@ -66,6 +83,7 @@ class Helper:
         self._requests = cast(IO[bytes], self._process.stdin)
         self._input = self._requests.fileno()  # written by _send, never blocking
         os.set_blocking(self._input, False)
+        widen_pipe(self._input)
         self._answers = cast(IO[bytes], self._process.stdout)
         self._sending = threading.RLock()  # also held while the calls waiting are failed
         self._waiting: deque[Future[Any]] = deque()
