@@ -220,12 +220,14 @@ _LISTED_SQLITE = (
 _LISTED_FORMAT = (
     "SELECT id, content_hash FROM image_actions WHERE image_id = %s AND missing_since IS NULL"
 )
-# pymysql reads each row in Python (4 us a row: 0.8 s for 100,000): one JSON array instead,
-# and the count of its rows. An array group_concat_max_len cuts short is closed after its
-# last whole element by MariaDB (valid JSON, rows missing): then the rows are read.
+# pymysql reads each row in Python (4 us a row: 0.8 s for 100,000): one string instead,
+# the rows as JSON pairs run together ([id,"fingerprint"],...), and the count of the rows;
+# GROUP_CONCAT costs MariaDB half of what JSON_ARRAYAGG does. A string cut short by
+# group_concat_max_len, or a fingerprint someone wrote a quote into, fails to parse or
+# fails the count: then the rows are read.
 _LISTED_MYSQL = (
-    "SELECT COUNT(*), JSON_ARRAYAGG(JSON_ARRAY(id, content_hash)) FROM image_actions "
-    "WHERE image_id = %s AND missing_since IS NULL"
+    "SELECT COUNT(*), GROUP_CONCAT('[', id, ',\"', content_hash, '\"]') "
+    "FROM image_actions WHERE image_id = %s AND missing_since IS NULL"
 )
 _UNFINISHED = (
     select(image_actions.c.id)
@@ -276,22 +278,29 @@ def listed_hashes(conn: Connection, image_id: int) -> dict[int, str]:
         return dict(orjson.loads(found))
     if conn.dialect.driver == "pymysql":
         count, found = conn.exec_driver_sql(_LISTED_MYSQL, (image_id,)).one()
-        listed = _pairs(found)
-        if listed is not None and len(listed) == count:
+        listed = _concatenated(found, count)
+        if listed is not None:
             return listed
     if conn.dialect.driver in ("psycopg", "pymysql"):  # statement text built once
         return dict(conn.exec_driver_sql(_LISTED_FORMAT, (image_id,)).fetchall())
     return dict(conn.execute(_LISTED, {"image": image_id}).fetchall())
 
 
-def _pairs(found: str | bytes | None) -> dict[int, str] | None:
-    """Return a JSON array of [id, fingerprint] pairs as a dict; None if it is not one."""
+def _concatenated(found: str | bytes | None, count: int) -> dict[int, str] | None:
+    """Return JSON pairs run together ('[1,"ab"],[2,"cd"]') as a dict; None unless whole.
+
+    Whole: ``count`` pairs, no id twice. A fingerprint written by hand with quotes in it
+    may parse, but not as ``count`` such pairs.
+    """
     if found is None:  # no rows
-        return {}
+        return {} if count == 0 else None
+    text = found.encode() if isinstance(found, str) else found
     try:
-        return dict(orjson.loads(found))
+        pairs = orjson.loads(b"[" + text + b"]")
+        listed = dict(pairs)
     except (orjson.JSONDecodeError, TypeError, ValueError):
         return None
+    return listed if len(pairs) == count == len(listed) else None
 
 
 def mark_missing(conn: Connection, image_id: int, gone: Sequence[int], *, now: datetime) -> int:
