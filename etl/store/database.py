@@ -15,6 +15,7 @@ from sqlalchemy.exc import NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from etl.database_url import mask_database_url
 from etl.errors import ConfigError, DatabaseError
+from etl.store import mysql_connect
 from etl.store.revision import VERSION_TABLE
 
 DRIVER_EXTRAS = {
@@ -77,6 +78,8 @@ def open_engine(url: str) -> Engine:
         if "+" not in parsed.drivername and backend in DRIVER_SCHEMES:
             hint = f"write {DRIVER_SCHEMES[backend]}... in the URL ({hint})"
         raise ConfigError(f"no driver for {mask_database_url(url)} ({exc}); {hint}") from exc
+    if parsed.get_driver_name() == "pymysql":
+        event.listen(engine, "do_connect", mysql_connect.connect)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
