@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -11,7 +12,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, QueuePool, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DisconnectionError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 from etl.database_url import mask_database_url
 from etl.errors import ConfigError, DatabaseError
@@ -32,6 +38,9 @@ DRIVER_SCHEMES = {
 }
 MYSQL_BAD_DB = 1049  # MySQL/MariaDB's error code for "Unknown database"
 EMBEDDED = ("sqlite", "duckdb")  # no server: no connection to go stale
+# A pooled connection idle this long is pinged before use (see ping_when_idle).
+PING_AFTER_IDLE = 1.0
+IDLE_SINCE = "etl_idle_since"  # its key in a pooled connection's info
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # wait for a reader's lock instead of failing at once
 DUCKDB_TURN_TIMEOUT = 30  # seconds a thread waits its turn for DuckDB's one connection
 # DuckDB lets one process at a time open a file; another process's open fails with this.
@@ -58,7 +67,7 @@ def open_engine(url: str) -> Engine:
         ConfigError: the URL's driver is not installed (nothing has been touched yet).
     """
     parsed = make_url(url)
-    options: dict[str, Any] = {"pool_pre_ping": parsed.get_backend_name() not in EMBEDDED}
+    options: dict[str, Any] = {}
     if parsed.get_backend_name() == "duckdb":
         # One connection, taken in turn by the run's threads. DuckDB's optimistic
         # concurrency fails a transaction that writes a row another one wrote meanwhile
@@ -78,12 +87,58 @@ def open_engine(url: str) -> Engine:
         if "+" not in parsed.drivername and backend in DRIVER_SCHEMES:
             hint = f"write {DRIVER_SCHEMES[backend]}... in the URL ({hint})"
         raise ConfigError(f"no driver for {mask_database_url(url)} ({exc}); {hint}") from exc
+    if parsed.get_backend_name() not in EMBEDDED:  # no server: no connection to go stale
+        ping_when_idle(engine)
     if parsed.get_driver_name() == "pymysql":
         event.listen(engine, "do_connect", mysql_connect.connect)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection that was idle PING_AFTER_IDLE seconds before handing it out.
+
+    One gone stale meanwhile (a server restarted, an idle timeout, a proxy) is replaced by
+    a new one, as SQLAlchemy's pool_pre_ping would; one in steady use is handed out as it
+    is. (pool_pre_ping pings at every checkout: a round trip to the server beside each of
+    a run's reads and page writes.)
+    """
+    dialect = engine.dialect
+
+    @event.listens_for(engine.pool, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop(IDLE_SINCE, None)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE:
+            return  # just connected, or in use a moment ago
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_connection, None):
+                raise DisconnectionError(str(exc)) from exc  # the pool connects anew
+            raise
+        if not alive:
+            raise DisconnectionError("the connection did not answer a ping")
+
+
+def one_read(engine: Engine) -> Connection:
+    """Return a connection for a single read statement.
+
+    On PostgreSQL it runs in autocommit, a statement its own snapshot: no BEGIN and
+    ROLLBACK round trips around it (a --full run reads every image's fingerprints so).
+    Elsewhere a read-only transaction: SQLite's deferred BEGIN, and MySQL's autocommit
+    would cost a round trip to set and one to reset.
+    """
+    conn = engine.connect()
+    if engine.dialect.name == "postgresql":
+        return conn.execution_options(isolation_level="AUTOCOMMIT")
+    return conn.execution_options(read_only=True)
 
 
 def _sqlite_begin(conn: Any) -> None:

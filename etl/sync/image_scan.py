@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from etl.errors import ApiError, NotFoundError, RunInterrupted
 from etl.model import KNOWN_STATUSES
 from etl.source.extract import Page, get_image_action, iter_image_action_pages
+from etl.store.database import one_read
 from etl.store.ledger import (
     KnownState,
     clear_page_digests,
@@ -264,7 +265,7 @@ class ImageScan:
         Read after the last page: every row of a taken page must still be stored under the
         image, not marked missing, with the fingerprint it had when the print was made.
         """
-        with self.ctx.engine.connect().execution_options(read_only=True) as conn:
+        with one_read(self.ctx.engine) as conn:
             stored = listed_hashes(conn, self.result.image_id)
         changed = self._prints.changed(stored)
         if not changed:
@@ -484,7 +485,7 @@ class ImageScan:
         """
         result, ctx = self.result, self.ctx
         if stored is None:
-            with ctx.engine.connect().execution_options(read_only=True) as conn:
+            with one_read(ctx.engine) as conn:
                 stored = listed_hashes(conn, result.image_id)
         elsewhere = ctx.listed_elsewhere
         unlisted = [i for i in stored if i not in listed and i not in elsewhere]
