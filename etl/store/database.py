@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, QueuePool, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
-    DisconnectionError,
+    InvalidatePoolError,
     NoSuchModuleError,
     OperationalError,
     SQLAlchemyError,
@@ -100,10 +100,11 @@ def open_engine(url: str) -> Engine:
 def ping_when_idle(engine: Engine) -> None:
     """Ping a pooled connection that was idle PING_AFTER_IDLE seconds before handing it out.
 
-    One gone stale meanwhile (a server restarted, an idle timeout, a proxy) is replaced by
-    a new one, as SQLAlchemy's pool_pre_ping would; one in steady use is handed out as it
-    is. (pool_pre_ping pings at every checkout: a round trip to the server beside each of
-    a run's reads and page writes.)
+    On a disconnect the pool starts afresh, as SQLAlchemy's pool_pre_ping does, which pings
+    at every checkout: a round trip to the server beside each of a run's reads and page
+    writes. One in steady use is handed out as it is: a server that restarts within a
+    second of a connection's last use fails the statement that next uses it (the run ends
+    with a database error, exit 1) where pool_pre_ping would have connected anew.
     """
     dialect = engine.dialect
 
@@ -121,10 +122,10 @@ def ping_when_idle(engine: Engine) -> None:
             alive = dialect.do_ping(dbapi_connection)
         except dialect.loaded_dbapi.Error as exc:
             if dialect.is_disconnect(exc, dbapi_connection, None):
-                raise DisconnectionError(str(exc)) from exc  # the pool connects anew
+                raise InvalidatePoolError(str(exc)) from exc  # every pooled one goes
             raise
         if not alive:
-            raise DisconnectionError("the connection did not answer a ping")
+            raise InvalidatePoolError("the connection did not answer a ping")
 
 
 def one_read(engine: Engine) -> Connection:
@@ -136,9 +137,13 @@ def one_read(engine: Engine) -> Connection:
     would cost a round trip to set and one to reset.
     """
     conn = engine.connect()
-    if engine.dialect.name == "postgresql":
-        return conn.execution_options(isolation_level="AUTOCOMMIT")
-    return conn.execution_options(read_only=True)
+    try:
+        if engine.dialect.name == "postgresql":
+            return conn.execution_options(isolation_level="AUTOCOMMIT")
+        return conn.execution_options(read_only=True)
+    except BaseException:
+        conn.close()
+        raise
 
 
 def _sqlite_begin(conn: Any) -> None:

@@ -221,13 +221,20 @@ _LISTED_FORMAT = (
     "SELECT id, content_hash FROM image_actions WHERE image_id = %s AND missing_since IS NULL"
 )
 # pymysql reads each row in Python (4 us a row: 0.8 s for 100,000): one string instead,
-# the rows as JSON pairs run together ([id,"fingerprint"],...), and the count of the rows;
-# GROUP_CONCAT costs MariaDB half of what JSON_ARRAYAGG does. A string cut short by
-# group_concat_max_len, or a fingerprint someone wrote a quote into, fails to parse or
-# fails the count: then the rows are read.
-_LISTED_MYSQL = (
-    "SELECT COUNT(*), GROUP_CONCAT('[', id, ',\"', content_hash, '\"]') "
+# and the count of the rows. MariaDB runs the rows together as JSON pairs with
+# GROUP_CONCAT ([id,"fingerprint"],...: half the server's work of JSON_ARRAYAGG), and
+# counts the fingerprints holding a quote or a backslash (written by hand: they would
+# bend the pairs; then the rows are read). MySQL, whose group_concat_max_len is 1024 by
+# default, gets one JSON array (not bounded by it). A string or an array the limit cut
+# short fails the count, or JSON: then the rows are read.
+_LISTED_MARIADB = (
+    "SELECT COUNT(*), SUM(LOCATE('\"', content_hash) + LOCATE(CHAR(92), content_hash)), "
+    "GROUP_CONCAT('[', id, ',\"', content_hash, '\"]') "
     "FROM image_actions WHERE image_id = %s AND missing_since IS NULL"
+)
+_LISTED_MYSQL = (
+    "SELECT COUNT(*), 0, JSON_ARRAYAGG(JSON_ARRAY(id, content_hash)) FROM image_actions "
+    "WHERE image_id = %s AND missing_since IS NULL"
 )
 _UNFINISHED = (
     select(image_actions.c.id)
@@ -277,8 +284,10 @@ def listed_hashes(conn: Connection, image_id: int) -> dict[int, str]:
         found = conn.exec_driver_sql(_LISTED_SQLITE, (image_id,)).scalar_one()
         return dict(orjson.loads(found))
     if conn.dialect.driver == "pymysql":
-        count, found = conn.exec_driver_sql(_LISTED_MYSQL, (image_id,)).one()
-        listed = _concatenated(found, count)
+        mariadb = bool(getattr(conn.dialect, "is_mariadb", False))
+        sql = _LISTED_MARIADB if mariadb else _LISTED_MYSQL
+        count, bent, found = conn.exec_driver_sql(sql, (image_id,)).one()
+        listed = None if bent else _pairs(found, count, run_together=mariadb)
         if listed is not None:
             return listed
     if conn.dialect.driver in ("psycopg", "pymysql"):  # statement text built once
@@ -286,17 +295,17 @@ def listed_hashes(conn: Connection, image_id: int) -> dict[int, str]:
     return dict(conn.execute(_LISTED, {"image": image_id}).fetchall())
 
 
-def _concatenated(found: str | bytes | None, count: int) -> dict[int, str] | None:
-    """Return JSON pairs run together ('[1,"ab"],[2,"cd"]') as a dict; None unless whole.
+def _pairs(found: str | bytes | None, count: int, *, run_together: bool) -> dict[int, str] | None:
+    """Return [id, fingerprint] pairs as a dict, given ``run_together`` or as a JSON array.
 
-    Whole: ``count`` pairs, no id twice. A fingerprint written by hand with quotes in it
-    may parse, but not as ``count`` such pairs.
+    None unless whole: ``count`` pairs, no id twice. (A fingerprint holding a quote or a
+    backslash could bend pairs run together; the caller asked the server for those.)
     """
     if found is None:  # no rows
         return {} if count == 0 else None
     text = found.encode() if isinstance(found, str) else found
     try:
-        pairs = orjson.loads(b"[" + text + b"]")
+        pairs = orjson.loads(b"[" + text + b"]" if run_together else text)
         listed = dict(pairs)
     except (orjson.JSONDecodeError, TypeError, ValueError):
         return None
