@@ -46,12 +46,19 @@ UPDATED = tuple(name for name in COLUMNS if name not in ("id", "first_seen_at"))
 NAMES = ", ".join(COLUMNS)
 
 
-def fetch_pages(api_url: str, images: Sequence[int], per_page: int) -> tuple[list[Page], float]:
-    """GET and parse every page of every image with one session; return the pages and seconds."""
+def fetch_pages(
+    api_url: str, images: Sequence[int], per_page: int, *, keep: bool = True
+) -> tuple[list[Page], int, int, float]:
+    """GET and parse every page of every image with one session.
+
+    Return the pages (kept only with ``keep``: the fetch-only floor holds none, as a
+    --full sync holds none), how many were fetched, their bytes, and the seconds.
+    """
     session = requests.Session()
     session.trust_env = False  # no proxy settings reread from the environment per request
     session.headers["Authorization"] = f"Bearer {TOKEN}"
     pages: list[Page] = []  # bytes, not parsed pages: a million live dicts would tax the GC
+    fetched = received = 0
     started = time.perf_counter()
     for image in images:
         url: str | None = f"{api_url}/v2/images/{image}/actions?page=1&per_page={per_page}"
@@ -59,11 +66,13 @@ def fetch_pages(api_url: str, images: Sequence[int], per_page: int) -> tuple[lis
             answer = session.get(url, timeout=30)
             answer.raise_for_status()
             body = orjson.loads(answer.content)
-            pages.append((image, answer.content))
+            fetched, received = fetched + 1, received + len(answer.content)
+            if keep:
+                pages.append((image, answer.content))
             url = body.get("links", {}).get("pages", {}).get("next")
     seconds = time.perf_counter() - started
     session.close()
-    return pages, seconds
+    return pages, fetched, received, seconds
 
 
 def prepare_rows(pages: Sequence[Page], *, now: datetime, zone: bool) -> list[Row]:
@@ -182,8 +191,9 @@ def main() -> None:
     url = make_url(args.database_url)
     backend = url.get_backend_name()
 
-    pages, fetched = fetch_pages(args.api_url, images, args.per_page)
-    requests_made, received = len(pages), sum(len(body) for _, body in pages)
+    pages, requests_made, received, fetched = fetch_pages(
+        args.api_url, images, args.per_page, keep=not args.fetch_only
+    )
     if args.fetch_only:
         print(json.dumps({"fetch": fetched, "requests": requests_made, "bytes": received}))
         return
