@@ -162,7 +162,7 @@ class ImageScan:
 
     def _scan(self) -> None:
         if self.order.refresh_only:
-            with self.ctx.engine.connect().execution_options(read_only=True) as conn:
+            with one_read(self.ctx.engine) as conn:
                 running = unfinished_ids(conn, self.result.image_id)
             if not self._refresh_unfinished(running, set()):
                 self.result.scanned = False
@@ -302,7 +302,7 @@ class ImageScan:
         unseen = self.order.shown - self._seen
         if not unseen or not self.result.scanned:
             return
-        with self.ctx.engine.connect().execution_options(read_only=True) as conn:
+        with one_read(self.ctx.engine) as conn:
             unlisted = unseen - read_stored(conn, unseen).keys()
         self.result.unlisted = len(unlisted)
         if unlisted:
