@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, delete, event, func, inspect, select, text, update
+from sqlalchemy import Connection, Engine, delete, event, func, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from etl.source.transform import flatten_action
@@ -170,7 +170,8 @@ def raw_table(engine: Engine) -> list[tuple]:
         ]
 
 
-def test_the_bulk_write_stores_what_sqlalchemys_statement_stores(engine: Engine) -> None:
+@pytest.mark.parametrize("new", [False, True], ids=["upserted", "new"])
+def test_the_bulk_write_stores_what_sqlalchemys_statement_stores(engine: Engine, new: bool) -> None:
     raws = [
         action(1),
         action(2, "in-progress", region=None, region_slug=None),
@@ -184,7 +185,7 @@ def test_the_bulk_write_stores_what_sqlalchemys_statement_stores(engine: Engine)
     through_sqlalchemy, sql_nulls_before = raw_table(engine), sql_nulls(engine)
     with engine.begin() as conn:
         conn.execute(delete(image_actions))
-        write_rows(conn, rows, now=T1)  # the driver's bulk path
+        write_rows(conn, rows, now=T1, new=new)  # the driver's bulk path
 
     assert bulk_writer_in_use(engine)
     assert raw_table(engine) == through_sqlalchemy
@@ -256,12 +257,53 @@ def test_bulk_writes_in_one_transaction_and_after_a_rollback(engine: Engine) -> 
     ]
 
 
-def test_a_driver_error_in_the_bulk_write_is_sqlalchemys_error(engine: Engine) -> None:
+def test_new_rows_are_written_without_staging_them(engine: Engine) -> None:
+    """PostgreSQL copies rows none of which is stored straight into the table."""
+    rows = [flatten_action(action(i), image_id=7) for i in (11, 12)]
+    with engine.begin() as conn:
+        counts = upsert_actions(conn, rows, now=T0)  # its read finds neither: both new
+        staged = staging_table(conn)
+
+    assert counts == UpsertCounts(inserted=2)
+    assert read_rows(engine) == [as_stored(row, T0) for row in rows]
+    assert staged is None
+
+
+def staging_table(conn: Connection) -> str | None:
+    """The name of PostgreSQL's staging table if this session made it (None elsewhere)."""
+    if conn.dialect.name != "postgresql":
+        return None
+    return conn.execute(text("SELECT to_regclass('pg_temp.image_actions_incoming')")).scalar()
+
+
+def test_rows_taken_for_new_that_one_stored_meanwhile_are_upserted(engine: Engine) -> None:
+    """A row stored between a page's read and its write (by hand, say) is not an error.
+
+    On PostgreSQL the copy's unique violation rolls back to its savepoint: what the
+    transaction wrote before it stays, and the rows are upserted, the stored one untouched.
+    """
+    stored = flatten_action(action(13), image_id=7)
+    with engine.begin() as conn:
+        write_rows(conn, [stored], now=T0)
+    versions = row_versions(engine)
+    earlier, new = (flatten_action(action(i), image_id=7) for i in (12, 14))
+    with engine.begin() as conn:
+        write_rows(conn, [earlier], now=T1, new=True)
+        write_rows(conn, [stored, new], now=T1, new=True)  # 13 is stored after all
+
+    rows = read_rows(engine)
+    assert [(r["id"], r["changed_at"]) for r in rows] == [(12, T1), (13, T0), (14, T1)]
+    after = row_versions(engine)
+    assert versions is None or (after is not None and after[1] == versions[0])  # not rewritten
+
+
+@pytest.mark.parametrize("new", [False, True], ids=["upserted", "new"])
+def test_a_driver_error_in_the_bulk_write_is_sqlalchemys_error(engine: Engine, new: bool) -> None:
     """The run turns SQLAlchemy's errors into one sentence; COPY's must arrive as one too."""
     row = {**flatten_action(action(9), image_id=7), "content_hash": None}  # NOT NULL
 
     with pytest.raises(DBAPIError), engine.begin() as conn:
-        write_rows(conn, [row], now=T0)  # type: ignore[list-item]
+        write_rows(conn, [row], now=T0, new=new)  # type: ignore[list-item]
 
     assert read_rows(engine) == []
 

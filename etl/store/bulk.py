@@ -9,7 +9,9 @@ the driver ready. Each dialect gets its cheapest bulk upsert:
   the run's HTTP threads busy, each retaking can wait out Python's switch interval);
 - PostgreSQL (psycopg): ``COPY`` into a temporary table, then one
   ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``; rows prepared as COPY lines (etl.ready)
-  go to COPY in one write;
+  go to COPY in one write. Rows the page's read found none of (a first sync's) are copied
+  straight into the table, under a savepoint: no staging, no second statement; should
+  one have been stored meanwhile, the savepoint is rolled back and they take the upsert;
 - MySQL/MariaDB: ``executemany`` of ``INSERT ... ON DUPLICATE KEY UPDATE``, which the
   driver sends as large multi-row INSERTs.
 
@@ -28,7 +30,7 @@ from itertools import chain
 from typing import Any
 
 from sqlalchemy import Column, Connection, Dialect, Engine, MetaData, Table, delete, event, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from etl.errors import DatabaseError
 from etl.ready import LINE, Ready, Row, Stamp, is_line, naive_stamp, ready_values, zoned_stamp
@@ -40,6 +42,10 @@ STAMPS = ("started_at", "completed_at")  # the row's own timestamps; the rest ar
 LISTS = ("region_features", "region_sizes")  # JSON columns besides the payload
 INCOMING = "image_actions_incoming"  # PostgreSQL's per-session staging table
 STAGED = "image_actions_incoming_created"  # in a connection's info: INCOMING exists there
+UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
+_COPY_IN = f"COPY image_actions ({', '.join(COLUMNS)}) FROM STDIN"
+_SAVEPOINT = "SAVEPOINT image_actions_new"
+_ROLLBACK = "ROLLBACK TO SAVEPOINT image_actions_new"
 MOST_ROWS_A_STATEMENT = 200  # SQLite: a page of the API's largest, whatever a server sends
 
 
@@ -100,7 +106,9 @@ def _postgresql_statements(dialect: Dialect) -> tuple[str, str, str]:
     return create, copy, f"{upsert}; {empty}"
 
 
-Writer = Callable[[Connection, Sequence[Row], datetime], None]
+# A writer takes a connection, distinct rows, the moment they are stamped with, and whether
+# each is new: none of their ids was stored when the transaction read them (see load).
+Writer = Callable[[Connection, Sequence[Row], datetime, bool], None]
 
 
 def _bulk(dialect: Dialect) -> tuple[Writer, str] | None:
@@ -126,7 +134,8 @@ def bulk_form(dialect: Dialect) -> str | None:
     return None if found is None else found[1]
 
 
-def _write_executemany(conn: Connection, rows: Sequence[Row], now: datetime) -> None:
+def _write_executemany(conn: Connection, rows: Sequence[Row], now: datetime, new: bool) -> None:
+    del new  # a new row costs the upsert no more than an insert would
     sql, positional = _driver_upsert(conn.dialect)
     values = _values(rows, now, naive_stamp)
     if positional:
@@ -144,7 +153,8 @@ def _rows_sql(sql: str, rows: int) -> str:
     return sql.replace(f"VALUES {group}", f"VALUES {', '.join([group] * rows)}")
 
 
-def _write_sqlite(conn: Connection, rows: Sequence[Row], now: datetime) -> None:
+def _write_sqlite(conn: Connection, rows: Sequence[Row], now: datetime, new: bool) -> None:
+    del new  # as in _write_executemany (measured)
     sql, _ = _driver_upsert(conn.dialect)
     values = _values(rows, now, naive_stamp)
     limit = _driver(conn).getlimit(conn.dialect.loaded_dbapi.SQLITE_LIMIT_VARIABLE_NUMBER)
@@ -170,7 +180,7 @@ def _wrapped(conn: Connection, statement: str) -> Iterator[None]:
         raise DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
 
 
-def _write_postgresql(conn: Connection, rows: Sequence[Row], now: datetime) -> None:
+def _write_postgresql(conn: Connection, rows: Sequence[Row], now: datetime, new: bool) -> None:
     create, copy, upsert = _postgresql_statements(conn.dialect)
     lines = [row[LINE] for row in rows if is_line(row)]
     values = _values([row for row in rows if not is_line(row)], now, zoned_stamp)
@@ -182,14 +192,43 @@ def _write_postgresql(conn: Connection, rows: Sequence[Row], now: datetime) -> N
     if block and encoding != "utf-8":
         block = block.decode().encode(encoding)  # what it cannot spell raises, as in write_row
     with driver.cursor() as cursor:
+        if new and _copied_in(conn, cursor, block, values):
+            return
         if not conn.info.get(STAGED):  # once a session (see _staging_rolled_back)
             with _wrapped(conn, create):
                 cursor.execute(create)
             conn.info[STAGED] = True
-        with _wrapped(conn, copy), cursor.copy(copy) as stream:
-            if block:
-                stream.write(block)
-            for value in values:
-                stream.write_row(value)
+        with _wrapped(conn, copy):
+            _copy(cursor, copy, block, values)
         with _wrapped(conn, upsert):
             cursor.execute(upsert)
+
+
+def _copy(cursor: Any, statement: str, block: bytes, values: Sequence[Ready]) -> None:
+    """Run a COPY FROM STDIN of a block of lines and rows of values."""
+    with cursor.copy(statement) as stream:
+        if block:
+            stream.write(block)
+        for value in values:
+            stream.write_row(value)
+
+
+def _copied_in(conn: Connection, cursor: Any, block: bytes, values: Sequence[Ready]) -> bool:
+    """Copy new rows straight into image_actions; return False if one was stored meanwhile.
+
+    The page's read found none of them, but another session may have stored one since
+    (the sync lock keeps other runs out, not a hand's INSERT): its unique violation rolls
+    back to the savepoint taken before, and the caller upserts them all as ever.
+    """
+    with _wrapped(conn, _SAVEPOINT):
+        cursor.execute(_SAVEPOINT)
+    try:
+        with _wrapped(conn, _COPY_IN):
+            _copy(cursor, _COPY_IN, block, values)
+    except IntegrityError as exc:
+        if getattr(exc.orig, "sqlstate", None) != UNIQUE_VIOLATION:
+            raise
+        with _wrapped(conn, _ROLLBACK):
+            cursor.execute(_ROLLBACK)
+        return False
+    return True

@@ -37,11 +37,15 @@ class UpsertCounts:
         )
 
 
-def write_rows(conn: Connection, rows: Sequence[Row], *, now: datetime) -> None:
-    """Upsert ``rows`` (distinct ids) as new or changed, stamped ``now``, listed again."""
+def write_rows(conn: Connection, rows: Sequence[Row], *, now: datetime, new: bool = False) -> None:
+    """Upsert ``rows`` (distinct ids) as new or changed, stamped ``now``, listed again.
+
+    ``new``: this transaction read that none of them is stored; a bulk writer may then
+    insert them without its upsert's staging (it upserts them should one be stored since).
+    """
     writer = bulk_writer(conn)
     if writer is not None:
-        writer(conn, rows, now)
+        writer(conn, rows, now, new)
         return
     if rows and isinstance(rows[0], tuple):  # text for the driver, not values to bind
         raise DatabaseError(f"rows ready for a driver reached {conn.dialect.name}'s upsert")
@@ -141,7 +145,7 @@ def upsert_actions(
         stored = read_stored(conn, latest)
     if not stored:  # none stored yet (a first sync's pages): each row is new
         if write:
-            write_rows(conn, list(latest.values()), now=now)
+            write_rows(conn, list(latest.values()), now=now, new=True)
         return UpsertCounts(inserted=len(latest))
     writes: list[Any] = []
     inserted = elsewhere = 0
@@ -163,6 +167,6 @@ def upsert_actions(
         inserted += known is None
         writes.append(row)
     if writes and write:
-        write_rows(conn, writes, now=now)
+        write_rows(conn, writes, now=now, new=inserted == len(writes))
     updated = len(writes) - inserted
     return UpsertCounts(inserted, updated, len(latest) - len(writes), elsewhere)
