@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Engine, delete, event, func, inspect, select,
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from etl.source.transform import flatten_action
-from etl.store import ledger, load
+from etl.store import bulk, ledger, load
 from etl.store.bulk import bulk_writer
 from etl.store.database import open_engine
 from etl.store.load import UpsertCounts, upsert_actions, write_rows
@@ -276,6 +276,42 @@ def staging_table(conn: Connection) -> str | None:
     return conn.execute(text("SELECT to_regclass('pg_temp.image_actions_incoming')")).scalar()
 
 
+def test_the_new_rows_of_a_page_are_written_without_staging_them(engine: Engine) -> None:
+    """A page of new rows and unchanged ones writes the new ones only: they are all new."""
+    upsert(engine, [action(21)], T0)
+    rows = [flatten_action(action(i), image_id=7) for i in (21, 22)]
+    with engine.begin() as conn:
+        counts = upsert_actions(conn, rows, now=T1)
+        staged = staging_table(conn)
+
+    assert counts == UpsertCounts(inserted=1, unchanged=1)
+    assert [(r["id"], r["changed_at"]) for r in read_rows(engine)] == [(21, T0), (22, T1)]
+    assert staged is None
+
+
+def test_a_transaction_copies_new_rows_in_under_one_savepoint(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Savepoints do not pile up in a transaction that writes more than once."""
+    copied: list[bool] = []
+    copied_in = bulk._copied_in
+
+    def counted(*args: object) -> bool:
+        copied.append(copied_in(*args))  # type: ignore[arg-type]
+        return copied[-1]
+
+    monkeypatch.setattr(bulk, "_copied_in", counted)
+    with engine.connect() as conn:
+        with conn.begin():
+            write_rows(conn, [flatten_action(action(31), image_id=7)], now=T0, new=True)
+            write_rows(conn, [flatten_action(action(32), image_id=7)], now=T0, new=True)
+        with conn.begin():
+            write_rows(conn, [flatten_action(action(33), image_id=7)], now=T0, new=True)
+
+    assert [r["id"] for r in read_rows(engine)] == [31, 32, 33]
+    assert copied == ([True, True] if engine.dialect.name == "postgresql" else [])
+
+
 def test_rows_taken_for_new_that_one_stored_meanwhile_are_upserted(engine: Engine) -> None:
     """A row stored between a page's read and its write (by hand, say) is not an error.
 
@@ -302,8 +338,11 @@ def test_a_driver_error_in_the_bulk_write_is_sqlalchemys_error(engine: Engine, n
     """The run turns SQLAlchemy's errors into one sentence; COPY's must arrive as one too."""
     row = {**flatten_action(action(9), image_id=7), "content_hash": None}  # NOT NULL
 
-    with pytest.raises(DBAPIError), engine.begin() as conn:
+    with pytest.raises(DBAPIError) as raised, engine.begin() as conn:
         write_rows(conn, [row], now=T0, new=new)  # type: ignore[list-item]
+
+    if new and engine.dialect.name == "postgresql":  # the copy's own error, not the upsert's
+        assert str(raised.value.statement).startswith("COPY image_actions (")
 
     assert read_rows(engine) == []
 

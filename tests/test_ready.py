@@ -196,14 +196,19 @@ def postgresql(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
 def stored_both_ways(
     engine: Engine, rows: list[tuple[Any, ...]], reader: Engine | None = None
 ) -> tuple[list[Any], list[Any]]:
-    """Return the table after writing ``rows`` as COPY lines, then as values COPY formats."""
+    """Return the table after writing ``rows`` as COPY lines, then as values COPY formats.
+
+    Each way both staged and upserted, and copied straight in as new: the two tables agree.
+    """
     tables = []
     for form in (copy_line, lambda ready: ready):
-        with engine.begin() as conn:
-            conn.execute(delete(image_actions))
-            write_rows(conn, [form(ready) for ready in rows], now=T1)
-        tables.append(raw_table(reader or engine))
-    return tables[0], tables[1]
+        for new in (False, True):
+            with engine.begin() as conn:
+                conn.execute(delete(image_actions))
+                write_rows(conn, [form(ready) for ready in rows], now=T1, new=new)
+            tables.append(raw_table(reader or engine))
+    assert (tables[0], tables[2]) == (tables[1], tables[3])
+    return tables[0], tables[2]
 
 
 @pytest.mark.slow

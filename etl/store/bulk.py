@@ -42,6 +42,7 @@ STAMPS = ("started_at", "completed_at")  # the row's own timestamps; the rest ar
 LISTS = ("region_features", "region_sizes")  # JSON columns besides the payload
 INCOMING = "image_actions_incoming"  # PostgreSQL's per-session staging table
 STAGED = "image_actions_incoming_created"  # in a connection's info: INCOMING exists there
+COPIED_IN = "image_actions_copied_in"  # in a connection's info: its transaction took the savepoint
 UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
 _COPY_IN = f"COPY image_actions ({', '.join(COLUMNS)}) FROM STDIN"
 _SAVEPOINT = "SAVEPOINT image_actions_new"
@@ -81,15 +82,24 @@ incoming = Table(
 
 @event.listens_for(Engine, "rollback")
 def _staging_rolled_back(conn: Connection) -> None:
-    """Forget the staging table of a connection whose transaction rolled back.
+    """Forget the staging table and the savepoint of a connection whose transaction rolled back.
 
-    The rollback undid it if that transaction created it; the next page creates it again.
-    (conn.info follows the driver's connection, whichever checkout uses it.) A connection
-    invalidated (its server gone) is never asked: that would raise in the rollback and hide
-    the error that caused it, and its driver connection is dropped with its info anyway.
+    The rollback undid the table if that transaction created it; the next page creates it
+    again. (conn.info follows the driver's connection, whichever checkout uses it.) A
+    connection invalidated (its server gone) is never asked: that would raise in the
+    rollback and hide the error that caused it, and its driver connection is dropped with
+    its info anyway.
     """
     if conn.dialect.name == "postgresql" and not conn.invalidated and not conn.closed:
         conn.info.pop(STAGED, None)
+        conn.info.pop(COPIED_IN, None)
+
+
+@event.listens_for(Engine, "commit")
+def _committed(conn: Connection) -> None:
+    """Let the connection's next transaction copy new rows in under a savepoint of its own."""
+    if conn.dialect.name == "postgresql":
+        conn.info.pop(COPIED_IN, None)
 
 
 @cache
@@ -107,7 +117,7 @@ def _postgresql_statements(dialect: Dialect) -> tuple[str, str, str]:
 
 
 # A writer takes a connection, distinct rows, the moment they are stamped with, and whether
-# each is new: none of their ids was stored when the transaction read them (see load).
+# all are new: none of their ids was stored when the transaction read them (see load).
 Writer = Callable[[Connection, Sequence[Row], datetime, bool], None]
 
 
@@ -192,7 +202,7 @@ def _write_postgresql(conn: Connection, rows: Sequence[Row], now: datetime, new:
     if block and encoding != "utf-8":
         block = block.decode().encode(encoding)  # what it cannot spell raises, as in write_row
     with driver.cursor() as cursor:
-        if new and _copied_in(conn, cursor, block, values):
+        if new and not conn.info.get(COPIED_IN) and _copied_in(conn, cursor, block, values):
             return
         if not conn.info.get(STAGED):  # once a session (see _staging_rolled_back)
             with _wrapped(conn, create):
@@ -218,10 +228,14 @@ def _copied_in(conn: Connection, cursor: Any, block: bytes, values: Sequence[Rea
 
     The page's read found none of them, but another session may have stored one since
     (the sync lock keeps other runs out, not a hand's INSERT): its unique violation rolls
-    back to the savepoint taken before, and the caller upserts them all as ever.
+    back to the savepoint taken before, and the caller upserts them all as ever. One
+    savepoint a transaction, never released (a round trip): a run writes a page a
+    transaction, and a transaction that writes more stages the rest, so that savepoints
+    do not pile up (past 64, PostgreSQL's snapshots slow down for every session).
     """
     with _wrapped(conn, _SAVEPOINT):
         cursor.execute(_SAVEPOINT)
+    conn.info[COPIED_IN] = True
     try:
         with _wrapped(conn, _COPY_IN):
             _copy(cursor, _COPY_IN, block, values)
