@@ -44,7 +44,8 @@ INCOMING = "image_actions_incoming"  # PostgreSQL's per-session staging table
 STAGED = "image_actions_incoming_created"  # in a connection's info: INCOMING exists there
 COPIED_IN = "image_actions_copied_in"  # in a connection's info: its transaction took the savepoint
 UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
-_COPY_IN = f"COPY image_actions ({', '.join(COLUMNS)}) FROM STDIN"
+COPY_FROM_STDIN = "COPY {} ({}) FROM STDIN"  # a table, then its columns: COLUMNS
+_COPY_IN = COPY_FROM_STDIN.format("image_actions", ", ".join(COLUMNS))
 _SAVEPOINT = "SAVEPOINT image_actions_new"
 _ROLLBACK = "ROLLBACK TO SAVEPOINT image_actions_new"
 MOST_ROWS_A_STATEMENT = 200  # SQLite: a page of the API's largest, whatever a server sends
@@ -108,7 +109,7 @@ def _postgresql_statements(dialect: Dialect) -> tuple[str, str, str]:
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {INCOMING} "
         "(LIKE image_actions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
     )
-    copy = f"COPY {INCOMING} ({', '.join(COLUMNS)}) FROM STDIN"
+    copy = COPY_FROM_STDIN.format(INCOMING, ", ".join(COLUMNS))
     source = select(*incoming.columns)
     upsert = upsert_statement(dialect.name, image_actions, source).compile(dialect=dialect)
     # Emptied in the same round trip: a second page in one transaction starts clean.
