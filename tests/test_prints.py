@@ -12,10 +12,9 @@ from sqlalchemy import Engine, delete, event, update
 
 from etl.fake import FakeApi, World
 from etl.model import encode_payload, hash_payload
-from etl.source.extract import Page
 from etl.store.ledger import KnownState, known_state, known_states
 from etl.store.schema import image_actions, image_sync_state
-from etl.sync.prints import MAX_PAGES, PagePrints, parse, rows_print
+from etl.sync.prints import parse
 from etl.sync.results import RunResult
 from tests.support.databases import migrated_engine
 from tests.support.doubles import TOKEN
@@ -34,8 +33,11 @@ def printed(run: RunResult) -> dict[int, int]:
 
 
 def prints_of(engine: Engine) -> dict[int, tuple[str, ...]]:
+    """Return each image's page prints, as their bytes' fingerprints ("": no print)."""
     return {
-        state["image_id"]: parse(state["page_digests"])
+        state["image_id"]: tuple(
+            "" if entry is None else entry.digest for entry in parse(state["page_digests"]).pages
+        )
         for state in read_rows(engine, image_sync_state)
     }
 
@@ -238,29 +240,6 @@ def test_a_dry_run_takes_pages_by_print_but_records_none_it_did_not_store(
     assert prints_of(engine) == before
 
 
-def test_page_prints_are_recorded_in_order_for_clean_pages_up_to_the_cap() -> None:
-    prints = PagePrints()
-    for number in range(1, MAX_PAGES + 3):
-        clean = {number: "h"} if number != 2 else None
-        prints.record(Page(number, [], 0, f"{number:032x}"), clean)  # as long as a real one
-    assert prints.recorded[1] == ""
-    assert prints.recorded[2] == f"{3:032x}.{rows_print(['h'])}"
-    assert len(prints.recorded) == MAX_PAGES
-    text = prints.text()
-    assert text is not None
-    assert len(text) < 2**16  # MySQL's TEXT
-    again = PagePrints(parse(text))
-    assert again.matches(1, f"{1:032x}")
-    assert not again.matches(2, f"{2:032x}")  # not clean: no print
-    assert not again.matches(3, f"{1:032x}")  # another page's bytes
-    assert not again.matches(MAX_PAGES + 1, f"{MAX_PAGES + 1:032x}")
-    again.take(Page(1, [], 0, f"{1:032x}"), [1])
-    again.take(Page(3, [], 0, f"{3:032x}"), [3])
-    assert again.changed({1: "h", 3: "h"}) == []
-    assert again.changed({1: "h", 3: "other"}) == [3]
-    assert again.changed({3: "h"}) == [1]
-
-
 def test_a_feed_runs_refresh_that_rewrites_an_action_clears_its_images_prints(
     api: FakeApi, engine: Engine, database_url: str
 ) -> None:
@@ -321,7 +300,7 @@ def test_known_states_reads_a_thousand_images_at_a_time(
 
     assert list(found) == asked
     assert found[images[0]] == one
-    assert (one.scan_complete, len(parse(one.page_digests))) == (True, PAGES)
+    assert (one.scan_complete, len(parse(one.page_digests).pages)) == (True, PAGES)
     assert found[images[1]] == found[1] == KnownState()  # as known_state says of both
 
 

@@ -129,9 +129,10 @@ def read_answer(
     """Return the JSON object of a 200 and its fingerprint, or raise what the status means.
 
     ``prepare`` reads the bytes instead, given them and their fingerprint (see
-    etl.sync.prepare): its ``shape`` says whether they were a JSON object. Bytes holding
-    any backslash escape, which may spell the token, are parsed here to be redacted, and
-    ``prepare`` is not called.
+    etl.sync.prepare): its ``shape`` says whether they were a JSON object; when it
+    answers None they are parsed here after all. Bytes holding any backslash escape,
+    which may spell the token, are parsed here to be redacted, and ``prepare`` is not
+    called.
 
     Without ``fingerprint`` (and no ``known_digest``) the digest is left empty: hashing a
     page costs about as much as parsing it.
@@ -151,8 +152,8 @@ def read_answer(
             return Answer(None, digest)  # the very bytes parsed before: valid JSON
         # Any escape may spell part of the token (a \u escape, \/) past the byte redaction.
         escaped = b"\\" in content
-        if prepare is not None and not escaped:
-            prepared = prepare(content, digest)
+        prepared = prepare(content, digest) if prepare is not None and not escaped else None
+        if prepared is not None:
             _check_shape(prepared.shape, where)
             return Answer(None, digest, prepared)
         body = parse_json(content)

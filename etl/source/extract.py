@@ -26,6 +26,7 @@ class Page:
     digest: str = ""  # fingerprint of the page's bytes (page 1's only, unless asked for all)
     known: bool = False  # the bytes matched the known first-page fingerprint: not parsed
     prepared: Any = None  # what iter_pages' ``prepare`` made of the bytes; items are [] then
+    link: str | None = None  # its next link, as sent
 
     @property
     def size(self) -> int:
@@ -120,7 +121,7 @@ def iter_pages(
                 "to 2^63-1, so the listing cannot be checked for completeness",
                 url=path,
             )
-        page = Page(number, items, total, answer.digest, prepared=prepared)
+        page = Page(number, items, total, answer.digest, prepared=prepared, link=link)
         yield page
 
         if link is None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -236,6 +237,12 @@ _LISTED_MYSQL = (
     "SELECT COUNT(*), 0, JSON_ARRAYAGG(JSON_ARRAY(id, content_hash)) FROM image_actions "
     "WHERE image_id = %s AND missing_since IS NULL"
 )
+# PostgreSQL computes whole_print itself: one row comes back instead of each of the rows.
+_LISTED_PRINT_POSTGRESQL = (
+    "SELECT count(*), encode(sha256(convert_to(coalesce(string_agg("
+    "id::text || ':' || content_hash, ',' ORDER BY id), ''), 'UTF8')), 'hex') "
+    "FROM image_actions WHERE image_id = %s AND missing_since IS NULL"
+)
 _UNFINISHED = (
     select(image_actions.c.id)
     .where(
@@ -293,6 +300,22 @@ def listed_hashes(conn: Connection, image_id: int) -> dict[int, str]:
     if conn.dialect.driver in ("psycopg", "pymysql"):  # statement text built once
         return dict(conn.exec_driver_sql(_LISTED_FORMAT, (image_id,)).fetchall())
     return dict(conn.execute(_LISTED, {"image": image_id}).fetchall())
+
+
+def whole_print(rows: Mapping[int, str]) -> str:
+    """Return the fingerprint of an image's rows: each id and its row's fingerprint, by id."""
+    spelled = ",".join([f"{action_id}:{rows[action_id]}" for action_id in sorted(rows)])
+    return hashlib.sha256(spelled.encode()).hexdigest()
+
+
+def listed_print(conn: Connection, image_id: int) -> tuple[int, str]:
+    """Return how many actions of an image are stored, not marked missing, and whole_print's."""
+    version = conn.dialect.server_version_info or ()
+    if conn.dialect.name == "postgresql" and version >= (11,):  # sha256() came in 11
+        count, printed = conn.exec_driver_sql(_LISTED_PRINT_POSTGRESQL, (image_id,)).one()
+        return int(count), str(printed)
+    rows = listed_hashes(conn, image_id)
+    return len(rows), whole_print(rows)
 
 
 def _pairs(found: str | bytes | None, count: int, *, run_together: bool) -> dict[int, str] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -11,12 +12,14 @@ from typing import Any, TypeVar
 from etl.errors import ApiError, NotFoundError, RunInterrupted
 from etl.model import KNOWN_STATUSES
 from etl.source.extract import Page, get_image_action, iter_image_action_pages
+from etl.source.reading import parse_json
 from etl.store.database import one_read
 from etl.store.ledger import (
     KnownState,
     clear_page_digests,
     known_state,
     listed_hashes,
+    listed_print,
     mark_missing,
     mark_scan_started,
     save_rejected,
@@ -30,7 +33,16 @@ from etl.sync.coordinator import LATCHED
 from etl.sync.dead_letters import NO_LETTERS, DeadLetters
 from etl.sync.pages import Split, page_ids, split_page, split_prepared
 from etl.sync.prepare import PreparedPage
-from etl.sync.prints import PagePrints, parse, stored_as_listed, taken_page
+from etl.sync.prints import (
+    QUICK_BYTES,
+    OwnLinks,
+    PagePrints,
+    Quick,
+    Stored,
+    parse,
+    stored_as_listed,
+    taken_page,
+)
 from etl.sync.results import ImageResult, rescanned
 from etl.sync.scan import ScanState
 
@@ -117,6 +129,8 @@ class ImageScan:
         self._first: tuple[UpsertCounts, int, int] | None = None
         self._whole = False  # the last scan after the first read to its last page
         self._read_only: tuple[int, bytes] | None = None  # the last page only read, and its bytes
+        self._unread: dict[int, bytes] = {}  # the bytes of the pages taken unread, by number
+        self._waiting: list[Page] = []  # pages taken unread, not yet counted
         self._letters = letters or DeadLetters()  # the rejected actions saved, once a run
 
     def run(self) -> ImageResult:
@@ -205,9 +219,11 @@ class ImageScan:
             state = ScanState(stored=stored_before, may_stop=may_stop and first)
             self._seen = state.seen
             # Only the first scan of a --full run takes pages by print.
-            previous = parse(known.page_digests) if first and self.full else ()
-            self._prints = PagePrints(previous)
-            prepared = not state.may_stop and ctx.preparer is not None  # see etl.sync.prepare
+            previous = parse(known.page_digests) if first and self.full else Stored()
+            listing = ctx.client.url_for(f"/v2/images/{image_id}/actions")
+            self._prints = PagePrints(previous, OwnLinks(listing, ctx.per_page))
+            # A page is prepared (see etl.sync.prepare), or taken unread (see etl.sync.prints).
+            prepared = not state.may_stop and (ctx.preparer is not None or bool(previous.whole))
             pages = iter_image_action_pages(
                 ctx.client,
                 image_id,
@@ -230,14 +246,16 @@ class ImageScan:
                 changed = self._changing or self._refreshed
                 result.page_digests = None if changed else known.page_digests
                 return
-            result.page_digests = self._prints.text()
-            result.printed += len(self._prints.taken)
+            prints = self._prints
+            result.printed += len(prints.taken) + len(prints.quick)
             stored = None  # the image's stored fingerprints, once read after its pages
-            if self._prints.taken:
-                holds, stored = self._check_printed()
+            if prints.taken or prints.quick:
+                holds, stored = self._check_printed(state)
                 if not holds:  # read it again, every action compared
                     scans += 1
                     continue
+            result.ordered = state.ordered
+            result.page_digests = prints.text(ordered=state.ordered)
             if not self.full and not state.ordered:
                 logger.info(
                     "image %d: actions are not listed newest first; scanned fully",
@@ -246,7 +264,7 @@ class ImageScan:
                 )
             result.received, result.complete = state.received, state.complete
             if result.complete:
-                if self.full and ctx.write:
+                if self.full and ctx.write and not prints.all_unread:  # stored as listed
                     self._mark_missing(state.seen, stored)
                 return
             logger.warning(
@@ -259,15 +277,29 @@ class ImageScan:
                 extra=self._fields(),
             )
 
-    def _check_printed(self) -> tuple[bool, dict[int, str]]:
+    def _check_printed(self, state: ScanState) -> tuple[bool, dict[int, str] | None]:
         """Return whether the pages taken by print still hold, and the image's stored rows.
 
-        Read after the last page: every row of a taken page must still be stored under the
-        image, not marked missing, with the fingerprint it had when the print was made.
+        Read after the last page. When every page was taken unread, the image's rows must
+        be the listing's whole print: its actions, each stored under the image as it was
+        when the print was made, not marked missing, and no other (then the rows are not
+        returned: none is to be marked missing). Else every row of a page taken must be so.
         """
+        prints = self._prints
+        stored = None
         with one_read(self.ctx.engine) as conn:
-            stored = listed_hashes(conn, self.result.image_id)
-        changed = self._prints.changed(stored)
+            if prints.all_unread:
+                count, printed = listed_print(conn, self.result.image_id)
+            else:
+                stored = listed_hashes(conn, self.result.image_id)
+        if stored is not None:
+            changed = prints.changed(stored)
+        elif prints.whole(printed):
+            changed = []
+            state.unread = count  # the listing's actions are the stored ones
+            state.ordered = prints.previous.ordered  # as when they were read
+        else:
+            changed = [page.number for page in prints.quick]
         if not changed:
             return True, stored
         logger.warning(
@@ -354,6 +386,12 @@ class ImageScan:
                 if pending is not None:
                     (written, write), pending = pending, None  # accounted once, even if it raises
                     self._account(written, *write.result(), state)
+                if isinstance(page.prepared, Quick):
+                    self._prints.take_unread(page)
+                    self._waiting.append(page)
+                    continue
+                if self._waiting:  # their ids are needed after all
+                    self._read_unread(state)
                 if self._prints.matches(page.number, page.digest):
                     taken = self._take_printed(page)
                     if taken is not None:
@@ -363,15 +401,49 @@ class ImageScan:
         finally:
             if pending is not None:
                 self._account(pending[0], *pending[1].result(), state)
+            self._unread.clear()
+            waiting, self._waiting = self._waiting, []
+            for page in waiting:  # counted unchanged; the ids wait for the check
+                split, counts = Split(unchanged=page.size), UpsertCounts(unchanged=page.size)
+                self._account(page, split, counts, state, taken=True)
 
-    def _prepare(self, content: bytes, number: int, digest: str) -> PreparedPage:
+    def _read_unread(self, state: ScanState) -> None:
+        """Read the pages taken unread for their ids, and take them as read (see prints)."""
+        preparer, image_id = self.ctx.preparer, self.result.image_id
+        self._waiting = []
+        for page in self._prints.read_unread():
+            content = self._unread.pop(page.number)
+            if preparer is not None:
+                read = preparer.page(content, image_id, read_only=True)
+                page = dataclasses.replace(page, prepared=read)
+            else:  # bytes printed: a JSON object with its list of actions
+                page = dataclasses.replace(
+                    page, items=parse_json(content)["actions"], prepared=None
+                )
+            taken = self._take_printed(page)
+            if taken is None:  # only a collision of fingerprints: compared as any page
+                items = page.items if preparer is None else preparer.page(content, image_id)
+                taken = self._on_writer(self._store, items, page=page.number)
+                self._account(page, *taken, state)
+            else:
+                self._account(page, *taken, state, taken=True)
+        self._unread.clear()
+
+    def _prepare(self, content: bytes, number: int, digest: str) -> PreparedPage | Quick | None:
         """Read and prepare a page's bytes (see etl.sync.prepare), on the ctx's preparer.
 
-        A page likely to be taken by its print is only read; its bytes are kept, in case
-        it is not taken after all.
+        A page that may be taken unread is not read: its print says what it holds (see
+        etl.sync.prints). A page likely to be taken by its print is only read. Either
+        keeps its bytes, in case it is not taken after all. Without a preparer any other
+        page is left to the client to read (None).
         """
         preparer = self.ctx.preparer
-        assert preparer is not None  # noqa: S101  (only scans with a preparer pass this)
+        quick = self._prints.unread(number, digest)
+        if quick is not None and sum(map(len, self._unread.values())) + len(content) <= QUICK_BYTES:
+            self._unread[number] = content
+            return quick
+        if preparer is None:
+            return None
         read_only = self._prints.matches(number, digest)
         self._read_only = (number, content) if read_only else None
         return preparer.page(content, self.result.image_id, read_only=read_only)

@@ -36,6 +36,7 @@ class ScanState:
     may_stop: bool
     seen: set[int] = field(default_factory=set)
     nameless: int = 0  # rejected actions without a usable id count once each
+    unread: int = 0  # actions counted by the listing's print, its pages taken unread
     accounted: int = 0  # new rows plus rejects: actions the stored table did not hold
     ordered: bool = True
     last_id: int | None = None
@@ -74,7 +75,7 @@ class ScanState:
     @property
     def received(self) -> int:
         """Return the distinct actions seen (rejects without an id count once each)."""
-        return len(self.seen) + self.nameless
+        return len(self.seen) + self.nameless + self.unread
 
     @property
     def complete(self) -> bool:
