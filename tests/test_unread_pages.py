@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import logging
+import re
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +41,7 @@ from tests.support.scripted import ScriptedApi
 
 PAGES = 3  # 45 actions an image, 20 a page
 LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
+ACTIONS = re.compile(r"/v2/images/\d+/actions\Z")
 LINKS = OwnLinks("http://127.0.0.1:1/v2/images/7/actions", 20)
 
 
@@ -352,7 +356,8 @@ def test_page_prints_are_recorded_in_order_for_clean_pages_within_the_column() -
     assert prints.recorded[2].startswith(f"{3:032x}.")
     text = prints.text(ordered=False)
     assert text is not None
-    assert len(text) <= MAX_TEXT < 2**16  # MySQL's TEXT
+    assert len(text.partition(",")[2]) <= MAX_TEXT
+    assert len(text) < 2**16  # MySQL's TEXT
     again = parse(text)
     assert again.whole == ""  # page 2 was not clean, and the last pages have no print
     assert len(again.pages) == number - 1 > 600
@@ -400,3 +405,117 @@ def test_an_images_rows_print_the_same_read_in_python_or_hashed_by_the_server(
             assert listed_print(conn, image_id) == (len(rows), whole_print(rows))
         assert listed_print(conn, 1) == (0, whole_print({}))
     assert len(rows) == 0
+
+
+@pytest.mark.parametrize("edit", ["its check left", "its check made anew"])
+def test_a_print_edited_to_end_the_listing_early_gives_no_shortcut(
+    api: FakeApi, engine: Engine, database_url: str, edit: str
+) -> None:
+    """Page 1's mark edited to say it is the last: were it believed, pages 2 and 3 would
+    never be fetched (the rows and meta.total would agree), and a change there missed."""
+    sync(api, database_url)
+    image = next(iter(api.world.actions))
+    mine = image_sync_state.c.image_id == image
+    [text] = [
+        s["page_digests"] for s in read_rows(engine, image_sync_state) if s["image_id"] == image
+    ]
+    head, first, *rest = text.split(",")
+    assert first.endswith(f".{OUR_LINK}")
+    body = ",".join([first[:-1] + NO_LINK, *rest])
+    fields = head.split(".")
+    if edit == "its check made anew":  # as a hand that knew the format would
+        fields[-1] = hashlib.blake2b(body.encode(), digest_size=8).hexdigest()
+    edited = ".".join(fields) + "," + body
+    assert parse(edited) == Stored()
+    with engine.begin() as conn:
+        conn.execute(update(image_sync_state).where(mine).values(page_digests=edited))
+    last = api.world.actions[image][44]  # page 3 changes at the API
+    last["status"] = "errored" if last["status"] != "errored" else "completed"
+
+    run = sync(api, database_url, full=True)
+
+    assert image_of(run, image).pages == PAGES
+    assert (run.counts.updated, run.counts.unchanged) == (1, 134)
+    assert without_bookkeeping(read_rows(engine)) == expected_table(api.world)
+
+
+class TwiceOnPage1Api(ScriptedApi):
+    """Lists each image's first action twice on page 1, in place of its second."""
+
+    def answer(self, path: str, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        status, body = super().answer(path, query)
+        if status == 200 and ACTIONS.match(path):
+            if query.get("page", "1") == "1":
+                body["actions"][1] = dict(body["actions"][0])
+            body["meta"] = {"total": body["meta"]["total"] - 1}
+        return status, body
+
+
+def test_a_page_listing_an_action_twice_is_counted_as_when_compared(
+    world: World, engine: Engine, database_url: str
+) -> None:
+    with TwiceOnPage1Api(world, token=TOKEN) as api:
+        sync(api, database_url)
+        printed_run = sync(api, database_url, full=True)
+        with engine.begin() as conn:  # no prints: every page compared
+            conn.execute(update(image_sync_state).values(page_digests=None))
+        compared = sync(api, database_url, full=True)
+
+    assert printed_run.outcome == compared.outcome == "succeeded"
+    assert printed(printed_run) == dict.fromkeys(world.actions, PAGES - 1)  # page 1 compared
+    assert [i.received for i in printed_run.images] == [i.received for i in compared.images]
+    assert printed_run.counts.unchanged == compared.counts.unchanged == 3 * 44
+
+
+class PerPageIgnoredApi(ScriptedApi):
+    """Serves 20 a page whatever per_page asks, its links saying so; ``stale`` pages answer
+    URLs spelt with per_page=50, which its links never name, with an old listing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stale: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def _paging(self, query: dict[str, str]) -> tuple[int, int]:
+        return super()._paging(query)[0], 20
+
+    def answer(self, path: str, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        stale = self.stale.get((path, query.get("page", "1")))
+        if stale is not None and query.get("per_page") == "50":
+            return 200, stale
+        return super().answer(path, query)
+
+
+def test_pages_taken_under_other_links_are_printed_by_the_links_they_hold(
+    world: World, engine: Engine, database_url: str
+) -> None:
+    """A print taken by a run with another per_page is judged by that run's links: the
+    next run follows the links the API sends, never a URL the API did not name."""
+    with PerPageIgnoredApi(world, token=TOKEN) as api:
+        sync(api, database_url, per_page=20)
+        image = next(iter(world.actions))
+        path = f"/v2/images/{image}/actions"
+        old = {(path, str(n)): api.answer(path, {"page": str(n), "per_page": "20"})[1]
+               for n in range(1, PAGES + 1)}  # fmt: skip
+        run = sync(api, database_url, full=True, per_page=50)  # taken by print, read
+        assert printed(run) == dict.fromkeys(world.actions, PAGES)
+        stored = parse(read_rows(engine, image_sync_state)[0]["page_digests"])
+        assert [e.link for e in stored.pages if e] == [OTHER_LINK, OTHER_LINK, NO_LINK]
+
+        last = world.actions[image][44]  # page 3 changes, as the API's own links serve it
+        last["status"] = "errored" if last["status"] != "errored" else "completed"
+        api.stale = copy.deepcopy(old)
+        run = sync(api, database_url, full=True, per_page=50)
+
+    assert image_of(run, image).counts.updated == 1
+    assert without_bookkeeping(read_rows(engine)) == expected_table(world)
+
+
+def test_a_print_whose_pages_do_not_match_its_check_gives_no_shortcut() -> None:
+    prints = PagePrints(links=LINKS)
+    prints.record(page(1, 1, link=LINKS.link(2)), {1: "h1", 2: "h2"})
+    prints.record(page(2, 2, link=None), {3: "h3", 4: "h4"})
+    text = prints.text(ordered=True)
+    assert text is not None
+    assert parse(text).whole
+    assert parse(text.replace(".90.2.", ".91.2.", 1)) == Stored()  # meta.total edited
+    assert parse(text[:-1]) == Stored()  # cut

@@ -57,6 +57,7 @@ QUICK_BYTES = 2 << 20
 
 _DIGEST = re.compile(r"[0-9a-f]{32}\Z")
 _WHOLE = re.compile(r"[0-9a-f]{64}\Z")
+_KEY = re.compile(r"[0-9a-f]{16}\Z")
 _NUMBER = re.compile(r"(0|[1-9][0-9]{0,18})\Z")
 
 
@@ -128,27 +129,43 @@ def parse(text: str | None) -> Stored:
     """
     if not text:
         return Stored()
-    head, *pages = text.split(SEPARATOR)
+    head, _, body = text.partition(SEPARATOR)
     fields = head.split(JOIN)
-    if len(fields) != 4 or fields[0] != FORMAT or fields[3] not in ("0", "1"):
+    if len(fields) != 5 or fields[0] != FORMAT or fields[4] != _check(body):
         return Stored()
-    _, links, whole, ordered = fields
-    if not re.fullmatch(r"[0-9a-f]{16}", links) or not (whole == "" or _WHOLE.match(whole)):
+    _, links, whole, ordered, _ = fields
+    if not _KEY.match(links) or not (whole == "" or _WHOLE.match(whole)) or ordered not in "01":
         return Stored()
     try:
-        entries = tuple(_entry(page) if page else None for page in pages)
+        entries = tuple(_entry(page) if page else None for page in body.split(SEPARATOR))
     except ValueError:
         return Stored()
+    if whole and not _one_listing(entries):
+        return Stored()
     return Stored(links, whole, ordered == "1", entries)
+
+
+def _check(body: str) -> str:
+    """Return what a print's head holds of its pages, so that a cut or an edit shows."""
+    return hashlib.blake2b(body.encode(), digest_size=8).hexdigest()
+
+
+def _one_listing(entries: tuple[Entry | None, ...]) -> bool:
+    """Return whether the pages are those of one listing read to its end, each clean."""
+    if not entries or any(entry is None for entry in entries):
+        return False
+    links = [entry.link for entry in entries if entry is not None]
+    return links[-1] == NO_LINK and NO_LINK not in links[:-1]
 
 
 def stored_as_listed(page: Page, split: Split, counts: UpsertCounts) -> bool:
     """Return whether a page just stored is clean: each of its actions a row as listed.
 
     None rejected, none with a status the API does not document (warned about on every
-    read), none stored under another image (whose fingerprint covers that image).
+    read), none stored under another image (whose fingerprint covers that image), none
+    listed twice (a page taken unread counts its size).
     """
-    if split.rejected or counts.elsewhere or len(split.ids) != page.size:
+    if split.rejected or counts.elsewhere or len(set(split.ids)) != page.size:
         return False
     return KNOWN_STATUSES.issuperset(split.statuses)
 
@@ -231,28 +248,45 @@ class PagePrints:
     @property
     def all_unread(self) -> bool:
         """Return whether every page of the scan was taken unread."""
-        return bool(self.quick) and len(self.quick) == self.pages
+        quick = len(self.quick)
+        return quick > 0 and quick == self.pages == len(self.previous.pages)
 
     def take(self, page: Page, ids: Sequence[int]) -> None:
         """Note a matching page as counted by its print; it keeps its print."""
         entry = self.previous.pages[page.number - 1]
         assert entry is not None  # noqa: S101  (it matched)
         self.taken.append(Taken(page.number, ids, entry.rows))
-        self._add(page.number, self._spell(entry))
+        # Read, its link is known: judged by this run's links, which may not be the print's.
+        self._add(page.number, self._spell(entry._replace(link=self._mark(page))))
 
     def record(self, page: Page, hashes: Mapping[int, str] | None) -> None:
         """Note a page as stored; ``hashes``, its rows' fingerprints, if it is clean."""
         if hashes is None:
             self._add(page.number, "")
+            self.listed.clear()  # no whole print now
             return
-        self.listed.update(hashes)
-        link = page.link
-        own = self.links is not None and link == self.links.link(page.number + 1)
-        mark = NO_LINK if link is None else OUR_LINK if own else OTHER_LINK
         rows = rows_print(hashes.values())
-        self._add(
-            page.number, self._spell(Entry(page.digest, rows, page.total or 0, page.size, mark))
-        )
+        entry = Entry(page.digest, rows, page.total or 0, page.size, self._mark(page))
+        self._add(page.number, self._spell(entry))
+        self._list(hashes)
+
+    def _mark(self, page: Page) -> str:
+        """Return what a page read says of its next link, judged by this run's links."""
+        if page.link is None:
+            return NO_LINK
+        own = self.links is not None and page.link == self.links.link(page.number + 1)
+        return OUR_LINK if own else OTHER_LINK
+
+    def _list(self, rows: Mapping[int, str]) -> None:
+        """Keep a clean page's rows for the whole print, while one can still be made."""
+        if self._whole_possible:
+            self.listed.update(rows)
+        else:
+            self.listed.clear()
+
+    @property
+    def _whole_possible(self) -> bool:
+        return len(self.recorded) == self.pages and all(self.recorded)
 
     @staticmethod
     def _spell(entry: Entry) -> str:
@@ -277,7 +311,7 @@ class PagePrints:
             if rows_print(now.values()) != page.rows:
                 changed.append(page.number)
             else:
-                self.listed.update(now)
+                self._list(now)
         return changed
 
     def whole(self, printed: str) -> bool:
@@ -292,7 +326,8 @@ class PagePrints:
         if not self.recorded or self.links is None:
             return None
         whole = ""
-        if len(self.recorded) == self.pages and all(self.recorded):
+        if self._whole_possible and _one_listing(tuple(map(_entry, self.recorded))):
             whole = self.previous.whole if self.all_unread else whole_print(self.listed)
-        head = JOIN.join((FORMAT, self.links.key, whole, "1" if ordered else "0"))
-        return SEPARATOR.join((head, *self.recorded))
+        body = SEPARATOR.join(self.recorded)
+        head = JOIN.join((FORMAT, self.links.key, whole, "1" if ordered else "0", _check(body)))
+        return f"{head}{SEPARATOR}{body}"
