@@ -519,3 +519,18 @@ def test_a_print_whose_pages_do_not_match_its_check_gives_no_shortcut() -> None:
     assert parse(text).whole
     assert parse(text.replace(".90.2.", ".91.2.", 1)) == Stored()  # meta.total edited
     assert parse(text[:-1]) == Stored()  # cut
+
+
+def test_a_large_images_rows_print_whole_past_the_servers_concat_limit(
+    api: FakeApi, engine: Engine, database_url: str
+) -> None:
+    """MariaDB cuts GROUP_CONCAT at 1 MiB by default: 30,000 rows spell about 1.3 MiB."""
+    sync(api, database_url)
+    template = read_rows(engine)[0]
+    many = [{**template, "id": 10**12 + n, "image_id": 77} for n in range(30_000)]
+    with engine.begin() as conn:
+        conn.execute(insert(image_actions), many)
+    with engine.connect() as conn:
+        rows = listed_hashes(conn, 77)
+        assert len(rows) == 30_000
+        assert listed_print(conn, 77) == (30_000, whole_print(rows))

@@ -237,10 +237,17 @@ _LISTED_MYSQL = (
     "SELECT COUNT(*), 0, JSON_ARRAYAGG(JSON_ARRAY(id, content_hash)) FROM image_actions "
     "WHERE image_id = %s AND missing_since IS NULL"
 )
-# PostgreSQL computes whole_print itself: one row comes back instead of each of the rows.
+# PostgreSQL and MariaDB compute whole_print themselves: one row comes back instead of
+# each of the rows (MariaDB's GROUP_CONCAT, cut at 1 MiB by default, is let run).
 _LISTED_PRINT_POSTGRESQL = (
     "SELECT count(*), encode(sha256(convert_to(coalesce(string_agg("
     "id::text || ':' || content_hash, ',' ORDER BY id), ''), 'UTF8')), 'hex') "
+    "FROM image_actions WHERE image_id = %s AND missing_since IS NULL"
+)
+_LISTED_PRINT_MARIADB = (
+    "SET STATEMENT group_concat_max_len = 4294967295 FOR "
+    "SELECT COUNT(*), SHA2(COALESCE(GROUP_CONCAT(id, ':', content_hash ORDER BY id "
+    "SEPARATOR ','), ''), 256) "
     "FROM image_actions WHERE image_id = %s AND missing_since IS NULL"
 )
 _UNFINISHED = (
@@ -310,9 +317,15 @@ def whole_print(rows: Mapping[int, str]) -> str:
 
 def listed_print(conn: Connection, image_id: int) -> tuple[int, str]:
     """Return how many actions of an image are stored, not marked missing, and whole_print's."""
-    version = conn.dialect.server_version_info or ()
-    if conn.dialect.name == "postgresql" and version >= (11,):  # sha256() came in 11
-        count, printed = conn.exec_driver_sql(_LISTED_PRINT_POSTGRESQL, (image_id,)).one()
+    dialect = conn.dialect
+    version = dialect.server_version_info or ()
+    sql = None
+    if dialect.name == "postgresql" and version >= (11,):  # sha256() came in 11
+        sql = _LISTED_PRINT_POSTGRESQL
+    elif dialect.driver == "pymysql" and getattr(dialect, "is_mariadb", False):
+        sql = _LISTED_PRINT_MARIADB
+    if sql is not None:
+        count, printed = conn.exec_driver_sql(sql, (image_id,)).one()
         return int(count), str(printed)
     rows = listed_hashes(conn, image_id)
     return len(rows), whole_print(rows)
