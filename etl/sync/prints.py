@@ -14,9 +14,10 @@ without transforming or comparing them, and never hands the page to the writers.
 
 - While every page so far came as printed, a page is not even read (its bytes are kept,
   up to QUICK_BYTES a scan): its print says what reading it would give. When the last
-  page came so too, the scan reads the image's stored fingerprints (which a --full scan
-  reads anyway, to mark what is no longer listed) and checks they are the listing's
-  whole print: the same actions, each stored as it was then, none more.
+  page came so too, one read (etl.store.ledger.listed_print, hashed by PostgreSQL and
+  MariaDB themselves) checks that the image's stored rows are the listing's whole print:
+  the same actions, each stored as it was then, none more; none is then to be marked
+  missing.
 - Once a page does not come as printed, the pages kept are read for their ids, and from
   then on a page that comes as printed is read (not prepared) for its ids. At the end
   each such page's rows are checked against its own print.
@@ -109,7 +110,7 @@ class OwnLinks:
         return hashlib.blake2b(spelled, digest_size=8).hexdigest()
 
 
-def _entry(text: str) -> Entry | None:
+def _entry(text: str) -> Entry:
     fields = text.split(JOIN)
     if len(fields) != 5:
         raise ValueError(text)
@@ -223,7 +224,7 @@ class PagePrints:
         Only while every page before it was, only when the last scan printed the whole
         listing, and only when its next link, if any, is the one this run would follow.
         """
-        if len(self.quick) != number - 1 or self.pages != number - 1 or not self.previous.whole:
+        if len(self.quick) != number - 1 or not self.previous.whole:
             return None
         entry = self.entry(number, digest)
         if entry is None or self.links is None or self.previous.links != self.links.key:
