@@ -130,7 +130,6 @@ class ImageScan:
         self._whole = False  # the last scan after the first read to its last page
         self._read_only: tuple[int, bytes] | None = None  # the last page only read, and its bytes
         self._unread: dict[int, bytes] = {}  # the bytes of the pages taken unread, by number
-        self._waiting: list[Page] = []  # pages taken unread, not yet counted
         self._letters = letters or DeadLetters()  # the rejected actions saved, once a run
 
     def run(self) -> ImageResult:
@@ -386,11 +385,10 @@ class ImageScan:
                 if pending is not None:
                     (written, write), pending = pending, None  # accounted once, even if it raises
                     self._account(written, *write.result(), state)
-                if isinstance(page.prepared, Quick):
+                if isinstance(page.prepared, Quick):  # counted once the listing ends
                     self._prints.take_unread(page)
-                    self._waiting.append(page)
                     continue
-                if self._waiting:  # their ids are needed after all
+                if self._prints.quick:  # their ids are needed after all
                     self._read_unread(state)
                 if self._prints.matches(page.number, page.digest):
                     taken = self._take_printed(page)
@@ -402,15 +400,13 @@ class ImageScan:
             if pending is not None:
                 self._account(pending[0], *pending[1].result(), state)
             self._unread.clear()
-            waiting, self._waiting = self._waiting, []
-            for page in waiting:  # counted unchanged; the ids wait for the check
+            for page in self._prints.quick:  # counted unchanged; the ids wait for the check
                 split, counts = Split(unchanged=page.size), UpsertCounts(unchanged=page.size)
                 self._account(page, split, counts, state, taken=True)
 
     def _read_unread(self, state: ScanState) -> None:
         """Read the pages taken unread for their ids, and take them as read (see prints)."""
         preparer, image_id = self.ctx.preparer, self.result.image_id
-        self._waiting = []
         for page in self._prints.read_unread():
             content = self._unread.pop(page.number)
             if preparer is not None:
@@ -427,7 +423,6 @@ class ImageScan:
                 self._account(page, *taken, state)
             else:
                 self._account(page, *taken, state, taken=True)
-        self._unread.clear()
 
     def _prepare(self, content: bytes, number: int, digest: str) -> PreparedPage | Quick | None:
         """Read and prepare a page's bytes (see etl.sync.prepare), on the ctx's preparer.
