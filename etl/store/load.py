@@ -13,7 +13,7 @@ from sqlalchemy import Connection, select
 from etl.errors import DatabaseError
 from etl.model import hash_payload
 from etl.ready import CONTENT_HASH, ID, IMAGE_ID, Row, owned_by
-from etl.store.bulk import bulk_writer
+from etl.store.bulk import bulk_writer, insert_new, inserts_new
 from etl.store.database import sqlite_has_json
 from etl.store.schema import image_actions
 from etl.store.upsert import execute_upsert
@@ -56,6 +56,28 @@ def write_rows(conn: Connection, rows: Sequence[Row], *, now: datetime, new: boo
         [{**{k: v for k, v in dict(row).items() if k in columns}, **stamped} for row in rows],
         image_actions,
     )
+
+
+def insert_new_actions(
+    conn: Connection, rows: Sequence[Row], *, now: datetime
+) -> UpsertCounts | None:
+    """Insert rows expected new (a first sync's page) without reading what is stored first.
+
+    Return their counts, each inserted; or None when one of them is stored after all, or
+    the database's driver cannot insert so: nothing of them is written then, and the
+    caller reads what is stored and upserts them (upsert_actions). Duplicate ids are
+    folded as upsert_actions folds them.
+    """
+    if not inserts_new(conn.dialect):
+        return None
+    every: Sequence[Any] = rows
+    key = ID if rows and isinstance(rows[0], tuple) else "id"
+    latest = list({row[key]: row for row in every}.values())
+    if not latest:
+        return UpsertCounts()
+    if not insert_new(conn, latest, now):
+        return None
+    return UpsertCounts(inserted=len(latest))
 
 
 class Stored(NamedTuple):

@@ -5,14 +5,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from etl.errors import ApiError, NotFoundError, RunInterrupted
 from etl.model import KNOWN_STATUSES
 from etl.source.extract import Page, get_image_action, iter_image_action_pages
 from etl.source.reading import parse_json
+from etl.store.bulk import inserts_new
 from etl.store.database import one_read
 from etl.store.ledger import (
     KnownState,
@@ -26,11 +29,11 @@ from etl.store.ledger import (
     stored_count,
     unfinished_ids,
 )
-from etl.store.load import UpsertCounts, read_stored, upsert_actions
+from etl.store.load import UpsertCounts, insert_new_actions, read_stored, upsert_actions
 from etl.store.schema import json_depth_limit
 from etl.sync.context import RunContext, ScanOrder
 from etl.sync.coordinator import LATCHED
-from etl.sync.dead_letters import NO_LETTERS, DeadLetters
+from etl.sync.dead_letters import NO_LETTERS, DeadLetters, PageLetters
 from etl.sync.pages import Split, page_ids, split_page, split_prepared
 from etl.sync.prepare import PreparedPage
 from etl.sync.prints import (
@@ -45,6 +48,10 @@ from etl.sync.prints import (
 )
 from etl.sync.results import ImageResult, rescanned
 from etl.sync.scan import ScanState
+from etl.sync.writer import GroupWriter, PageWrite
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +112,16 @@ def listed_ids(items: list[Any] | PreparedPage) -> list[int]:
     return items.ids if isinstance(items, PreparedPage) else page_ids(items)
 
 
+class _Written(NamedTuple):
+    """A page's write, until its transaction commits."""
+
+    split: Split
+    counts: UpsertCounts
+    letters: PageLetters
+    started: bool  # it marked the image's scan started (see mark_scan_started)
+    refreshed: bool  # it cleared the image's page prints (a refresh)
+
+
 class ImageScan:
     """One image's scan within a run."""
 
@@ -122,6 +139,8 @@ class ImageScan:
         self.order = order
         self.full = ctx.full if order.full is None else order.full
         self._changing = False  # this scan has written to the image's stored actions
+        # The next page is likely new: inserted without reading what is stored (see _store).
+        self._expect_new = False
         self._refreshed = False  # a refresh has rewritten some of them
         self._prints = PagePrints()  # see etl.sync.prints
         self._seen: set[int] = set()  # the actions the last scan's pages listed
@@ -216,6 +235,9 @@ class ImageScan:
                 result.counts, result.rejected, result.unknown_statuses = UpsertCounts(), 0, 0
                 self._whole = False  # until this scan reads its last page
             state = ScanState(stored=stored_before, may_stop=may_stop and first)
+            # An image whose last scan did not end complete is most likely new to the table
+            # (else its first page finds what is stored, and the next page is read first).
+            self._expect_new = first and not known.scan_complete
             self._seen = state.seen
             # Only the first scan of a --full run takes pages by print.
             previous = parse(known.page_digests) if first and self.full else Stored()
@@ -372,37 +394,60 @@ class ImageScan:
     def _take_pages_overlapped(self, pages: Iterator[Page], state: ScanState) -> None:
         """Store every page, each written on the run's writers while the next one is fetched.
 
-        One page is written at a time, so the image's pages still commit in order; a page
-        being written when fetching fails is committed and counted before the error goes on.
+        The pages are written in order, so the image's pages still commit in order: one at
+        a time on writers of their own; on SQLite's one writer (see etl.sync.writer), which
+        commits one page of an image before it writes the next, the page before it may
+        still wait for its commit. A page being written when fetching fails is committed
+        and counted before the error goes on; each page is counted in order.
         """
         writer = self.ctx.writer
         result = self.result
-        pending: tuple[Page, Future[tuple[Split, UpsertCounts]]] | None = None
+        grouped = isinstance(writer, GroupWriter)
+        pending: deque[tuple[Page, Future[tuple[Split, UpsertCounts]]]] = deque()
+
+        def account(left: int) -> None:
+            while len(pending) > left:
+                written, write = pending.popleft()  # accounted once, even if it raises
+                self._account(written, *write.result(), state)
+
         try:
-            for page in pages:  # fetching this page overlaps writing the one before
+            for page in pages:  # fetching this page overlaps writing the ones before
                 if page.number == 1:
                     result.first_page_digest = page.digest
-                if pending is not None:
-                    (written, write), pending = pending, None  # accounted once, even if it raises
-                    self._account(written, *write.result(), state)
+                account(1 if grouped else 0)
                 if isinstance(page.prepared, Quick):  # counted once the listing ends
+                    account(0)
                     self._prints.take_unread(page)
                     continue
                 if self._prints.quick:  # their ids are needed after all
+                    account(0)
                     self._read_unread(state)
                 if self._prints.matches(page.number, page.digest):
+                    account(0)
                     taken = self._take_printed(page)
                     if taken is not None:
                         self._account(page, *taken, state, taken=True)
                         continue
-                pending = (page, writer.submit(self._store, self._actions(page), page=page.number))
+                items = self._actions(page)
+                if isinstance(writer, GroupWriter):  # SQLite's: pages queued commit together
+                    write = writer.submit_page(self._page_write(items, page=page.number))
+                else:
+                    write = writer.submit(self._store, items, page=page.number)
+                pending.append((page, write))
         finally:
-            if pending is not None:
-                self._account(pending[0], *pending[1].result(), state)
+            failure: BaseException | None = None
+            while pending:  # each counted once committed, though one before it failed
+                written, write = pending.popleft()
+                try:
+                    self._account(written, *write.result(), state)
+                except BaseException as exc:
+                    failure = failure or exc
             self._unread.clear()
             for page in self._prints.quick:  # counted unchanged; the ids wait for the check
                 split, counts = Split(unchanged=page.size), UpsertCounts(unchanged=page.size)
                 self._account(page, split, counts, state, taken=True)
+            if failure is not None:
+                raise failure
 
     def _read_unread(self, state: ScanState) -> None:
         """Read the pages taken unread for their ids, and take them as read (see prints)."""
@@ -576,60 +621,119 @@ class ImageScan:
             )
 
     def _store(self, items: list[Any] | PreparedPage, *, page: int) -> tuple[Split, UpsertCounts]:
-        """Store a page's actions in one transaction (a crash keeps the pages before).
+        """Store a page's actions in one transaction (a crash keeps the pages before)."""
+        ids = listed_ids(items)
+        with self.ctx.turns.turn(ids), self.ctx.engine.begin() as conn:
+            written = self._write(conn, items, ids, page)
+        return self._written(written, page)
 
-        The stored fingerprints are read first: an action stored unchanged under this image
-        is not even transformed (unless it came prepared, transformed already).
+    def _page_write(
+        self, items: list[Any] | PreparedPage, *, page: int
+    ) -> PageWrite[_Written, tuple[Split, UpsertCounts]]:
+        """Return what _store does, in parts, for a writer that may group pages (see writer)."""
+        ids = listed_ids(items)
+        return PageWrite(
+            image=self.result.image_id,
+            ids=frozenset(ids),
+            hold=lambda: self.ctx.turns.turn(ids),
+            write=lambda conn: self._write(conn, items, ids, page),
+            done=lambda written: self._written(written, page),
+            alone=lambda: self._store(items, page=page),
+        )
+
+    def _write(
+        self, conn: Connection, items: list[Any] | PreparedPage, ids: list[int], page: int
+    ) -> _Written:
+        """Write a page's actions within a transaction; see _written once it commits.
+
+        The stored fingerprints are read first (see _compare), but for a page likely new
+        (the scan's first of an image not synced complete, or one after a page that found
+        none of its actions stored), inserted without a read where the driver can.
         """
         ctx, image_id = self.ctx, self.result.image_id
         now = ctx.now()
         prepared = items if isinstance(items, PreparedPage) else None
-        ids = listed_ids(items)
         letters = NO_LETTERS
-        with ctx.turns.turn(ids), ctx.engine.begin() as conn:
-            stored = read_stored(conn, ids)
-            # The fingerprint covers the image too: one stored under another never matches.
-            known = {
-                action_id: found.content_hash
-                for action_id, found in stored.items()
-                if not found.missing  # listed again: rewritten to clear the mark
-            }
-            if prepared is not None:
-                assert prepared.actions is not None  # noqa: S101  (see _actions)
-                split = split_prepared(prepared.actions, ids, page, known)
-            else:
-                depth = json_depth_limit(conn.dialect.name)
-                split = split_page(items, image_id, page, known, max_depth=depth)
-            counts = upsert_actions(
-                conn,
-                split.rows,
-                now=now,
-                write=ctx.write,
-                elsewhere_ids=ctx.listed_elsewhere,
-                stored=stored,
-            )
-            counts += UpsertCounts(unchanged=split.unchanged)
-            rejected = split.rejected
-            wrote = counts.inserted + counts.updated + len(rejected)
-            if ctx.write and wrote and page and not self._changing:
-                # Until this scan ends, the stored actions are not a complete scan. (Not so
-                # for refreshed actions, page 0: their rows change, never which are stored.)
-                mark_scan_started(conn, image_id)
-                self._changing = True
-            elif ctx.write and wrote and not page and not self._refreshed:
-                clear_page_digests(conn, image_id)  # the rows may now differ from the pages
-                self._refreshed = True
-            if ctx.write and ctx.run_id is not None:
-                letters = self._letters.unsaved(rejected)  # once a run, rescanned or not
-                save_rejected(conn, letters.rejected, run_id=ctx.run_id, image_id=image_id, now=now)
+        taken = None
+        new = self._expect_new and ctx.write and page and inserts_new(conn.dialect)
+        if new and prepared is not None:
+            # Inserted without a read; should one of them be stored after all, nothing
+            # of them is written, and the page is read and compared as any other.
+            assert prepared.actions is not None  # noqa: S101  (see _actions)
+            split = split_prepared(prepared.actions, ids, page, {})
+            inserted = insert_new_actions(conn, split.rows, now=now)
+            taken = None if inserted is None else (split, inserted)
+        if taken is None:
+            taken = self._compare(conn, items, ids, page, now)
+        split, counts = taken
+        counts += UpsertCounts(unchanged=split.unchanged)
+        wrote = counts.inserted + counts.updated + len(split.rejected)
+        # Noted by _written once committed: a transaction rolled back (with the pages it
+        # shared, see etl.sync.writer) leaves them to be done again.
+        started = ctx.write and wrote and page and not self._changing
+        refreshed = ctx.write and wrote and not page and not self._refreshed
+        if started:
+            # Until this scan ends, the stored actions are not a complete scan. (Not so
+            # for refreshed actions, page 0: their rows change, never which are stored.)
+            mark_scan_started(conn, image_id)
+        elif refreshed:
+            clear_page_digests(conn, image_id)  # the rows may now differ from the pages
+        if ctx.write and ctx.run_id is not None:
+            letters = self._letters.unsaved(split.rejected)  # once a run, rescanned or not
+            save_rejected(conn, letters.rejected, run_id=ctx.run_id, image_id=image_id, now=now)
+        return _Written(split, counts, letters, bool(started), bool(refreshed))
+
+    def _written(self, written: _Written, page: int) -> tuple[Split, UpsertCounts]:
+        """Note a page's write as committed; return what it stored."""
+        split, counts, letters, started, refreshed = written
+        self._changing = self._changing or started
+        self._refreshed = self._refreshed or refreshed
         self._letters.saved(letters)
         logger.debug(
             "image %d: %d actions, %d rejected, %s",
-            image_id,
+            self.result.image_id,
             len(split.ids),
-            len(rejected),
+            len(split.rejected),
             counts,
             extra=self._fields(page=page),
+        )
+        return split, counts
+
+    def _compare(
+        self,
+        conn: Connection,
+        items: list[Any] | PreparedPage,
+        ids: list[int],
+        page: int,
+        now: datetime,
+    ) -> tuple[Split, UpsertCounts]:
+        """Read what is stored of a page's actions, then write the new and changed ones.
+
+        An action stored unchanged under this image is not even transformed (unless it
+        came prepared, transformed already).
+        """
+        ctx = self.ctx
+        stored = read_stored(conn, ids)
+        self._expect_new = not stored  # the next page likely as this one
+        # The fingerprint covers the image too: one stored under another never matches.
+        known = {
+            action_id: found.content_hash
+            for action_id, found in stored.items()
+            if not found.missing  # listed again: rewritten to clear the mark
+        }
+        if isinstance(items, PreparedPage):
+            assert items.actions is not None  # noqa: S101  (see _actions)
+            split = split_prepared(items.actions, ids, page, known)
+        else:
+            depth = json_depth_limit(conn.dialect.name)
+            split = split_page(items, self.result.image_id, page, known, max_depth=depth)
+        counts = upsert_actions(
+            conn,
+            split.rows,
+            now=now,
+            write=ctx.write,
+            elsewhere_ids=ctx.listed_elsewhere,
+            stored=stored,
         )
         return split, counts
 

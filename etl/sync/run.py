@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 
@@ -38,6 +38,7 @@ from etl.sync.plan import Plan, make_plan
 from etl.sync.preparer import Preparer, spare_cores
 from etl.sync.ratelimit import RateLimiter
 from etl.sync.results import ImageResult, RunResult
+from etl.sync.writer import GroupWriter
 from etl.timeutil import utc_now
 
 logger = logging.getLogger(__name__)
@@ -153,9 +154,15 @@ class _Run:
         """
         # SQLite and DuckDB take one writer at a time: one thread writing their pages hands
         # over at once, where writers queueing on the file's lock wake up only when polled.
-        one_writer = self.engine.dialect.name in EMBEDDED
-        writers = 1 if one_writer else self.settings.workers
-        with ThreadPoolExecutor(writers, thread_name_prefix="write") as writer:
+        # SQLite's commits the pages waiting for it together (see etl.sync.writer).
+        name = self.engine.dialect.name
+        writers = 1 if name in EMBEDDED else self.settings.workers
+        writer: Executor = (
+            GroupWriter(self.engine)
+            if name == "sqlite"
+            else ThreadPoolExecutor(writers, thread_name_prefix="write")
+        )
+        with writer:
             return self._sync_all(writer, self.preparer())
 
     def preparer(self) -> Preparer | None:
@@ -172,9 +179,7 @@ class _Run:
             preparer.start()
         return preparer
 
-    def _sync_all(
-        self, writer: ThreadPoolExecutor, preparer: Preparer | None
-    ) -> BaseException | None:
+    def _sync_all(self, writer: Executor, preparer: Preparer | None) -> BaseException | None:
         context = RunContext(
             client=self.client,
             engine=self.engine,
