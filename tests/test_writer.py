@@ -14,7 +14,9 @@ from sqlalchemy import Connection, Engine, event, text
 from etl.fake import FakeApi, World
 from etl.store.database import open_engine
 from etl.sync import writer as writer_module
+from etl.sync.image_scan import ImageScan
 from etl.sync.writer import MOST_PAGES_A_TRANSACTION, GroupWriter, PageWrite
+from tests.support.doubles import TOKEN
 from tests.support.oracle import expected_table
 from tests.support.rows import read_rows, without_bookkeeping
 from tests.support.runs import sync
@@ -258,3 +260,33 @@ def test_a_first_sync_on_sqlite_commits_its_pages_in_groups(
     assert without_bookkeeping(read_rows(engine)) == expected_table(world)
     assert sum(commits) == 9  # every page, each in one transaction
     assert max(commits) > 1  # 3 workers' pages waited together at least once
+
+
+def test_no_page_of_an_image_is_written_after_one_that_could_not_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer holds an image's next page when the one before fails: it is not written,
+    so the stored pages have no gap, and the run ends with the first failure."""
+    world = World.generate(images=1, actions_per_image=80, seed=3)
+    [image] = world.actions
+    real = ImageScan._write
+
+    def failing(self: ImageScan, conn: Any, items: Any, ids: Any, page: int) -> Any:
+        if page == 2:
+            raise RuntimeError("page 2 cannot be written")
+        return real(self, conn, items, ids, page)
+
+    monkeypatch.setattr(ImageScan, "_write", failing)
+    database_url = f"sqlite:///{tmp_path / 'gap.db'}"
+    with FakeApi(world, token=TOKEN) as api, pytest.raises(RuntimeError, match="page 2"):
+        sync(api, database_url, workers=1)
+
+    engine = open_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            stored = set(conn.execute(text("SELECT id FROM image_actions")).scalars())
+            ledger = conn.execute(text("SELECT pages, rows_inserted FROM sync_runs")).one()
+    finally:
+        engine.dispose()
+    assert stored == {action["id"] for action in world.actions[image][:20]}  # page 1 only
+    assert tuple(ledger) == (1, 20)

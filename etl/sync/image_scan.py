@@ -112,6 +112,10 @@ def listed_ids(items: list[Any] | PreparedPage) -> list[int]:
     return items.ids if isinstance(items, PreparedPage) else page_ids(items)
 
 
+class UnwrittenError(Exception):
+    """A page was not written because one before it in its image could not be."""
+
+
 class _Written(NamedTuple):
     """A page's write, until its transaction commits."""
 
@@ -139,6 +143,7 @@ class ImageScan:
         self.order = order
         self.full = ctx.full if order.full is None else order.full
         self._changing = False  # this scan has written to the image's stored actions
+        self._unwritten = False  # a page could not be written: no later page is
         # The next page is likely new: inserted without reading what is stored (see _store).
         self._expect_new = False
         self._refreshed = False  # a refresh has rewritten some of them
@@ -434,20 +439,33 @@ class ImageScan:
                 else:
                     write = writer.submit(self._store, items, page=page.number)
                 pending.append((page, write))
-        finally:
-            failure: BaseException | None = None
-            while pending:  # each counted once committed, though one before it failed
-                written, write = pending.popleft()
-                try:
-                    self._account(written, *write.result(), state)
-                except BaseException as exc:
-                    failure = failure or exc
-            self._unread.clear()
-            for page in self._prints.quick:  # counted unchanged; the ids wait for the check
-                split, counts = Split(unchanged=page.size), UpsertCounts(unchanged=page.size)
-                self._account(page, split, counts, state, taken=True)
-            if failure is not None:
-                raise failure
+        except BaseException:
+            self._end_pages(pending, state)  # the first error goes on
+            raise
+        failure = self._end_pages(pending, state)
+        if failure is not None:
+            raise failure
+
+    def _end_pages(
+        self, pending: deque[tuple[Page, Future[tuple[Split, UpsertCounts]]]], state: ScanState
+    ) -> BaseException | None:
+        """Count the pages still being written, each once committed, then those taken unread.
+
+        Return the first error of a page's write (an UnwrittenError comes after the error
+        of the page before it).
+        """
+        failure: BaseException | None = None
+        while pending:
+            written, write = pending.popleft()
+            try:
+                self._account(written, *write.result(), state)
+            except BaseException as exc:
+                failure = failure or exc
+        self._unread.clear()
+        for page in self._prints.quick:  # counted unchanged; the ids wait for the check
+            split, counts = Split(unchanged=page.size), UpsertCounts(unchanged=page.size)
+            self._account(page, split, counts, state, taken=True)
+        return failure
 
     def _read_unread(self, state: ScanState) -> None:
         """Read the pages taken unread for their ids, and take them as read (see prints)."""
@@ -632,14 +650,36 @@ class ImageScan:
     ) -> PageWrite[_Written, tuple[Split, UpsertCounts]]:
         """Return what _store does, in parts, for a writer that may group pages (see writer)."""
         ids = listed_ids(items)
+
+        def write(conn: Connection) -> _Written:
+            self._after_unwritten(page)
+            return self._write(conn, items, ids, page)
+
+        def alone() -> tuple[Split, UpsertCounts]:  # its last try (see etl.sync.writer)
+            self._after_unwritten(page)
+            try:
+                return self._store(items, page=page)
+            except BaseException:
+                self._unwritten = True
+                raise
+
         return PageWrite(
             image=self.result.image_id,
             ids=frozenset(ids),
             hold=lambda: self.ctx.turns.turn(ids),
-            write=lambda conn: self._write(conn, items, ids, page),
+            write=write,
             done=lambda written: self._written(written, page),
-            alone=lambda: self._store(items, page=page),
+            alone=alone,
         )
+
+    def _after_unwritten(self, page: int) -> None:
+        """Refuse to write a page after one of the image's pages failed to be written.
+
+        The writer may hold the next page when the one before fails: written, it would
+        leave a gap in the image's stored pages. (The scan raises the first failure.)
+        """
+        if self._unwritten:
+            raise UnwrittenError(f"page {page} follows a page that could not be written")
 
     def _write(
         self, conn: Connection, items: list[Any] | PreparedPage, ids: list[int], page: int

@@ -19,6 +19,7 @@ Any other work (a missing mark, a refresh) runs alone, in the order it came.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from functools import partial
 from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import Connection, Engine
+
+logger = logging.getLogger(__name__)
 
 MOST_PAGES_A_TRANSACTION = 8  # a crash loses no more; with 4 workers, at most 4 wait
 
@@ -132,7 +135,12 @@ class GroupWriter(Executor):
                     page = self._joining(group)
                     if page is not None:
                         group.append(page)
-        except Exception:  # each again alone: the failure is the failing page's own
+        except Exception as exc:  # each again alone: the failure is the failing page's own
+            logger.debug(
+                "%d pages written together failed (%s); writing each on its own",
+                len(group),
+                type(exc).__name__,
+            )
             for page in group:
                 _answer(page.future, page.alone)
             return
