@@ -12,7 +12,8 @@ Should a page's write fail, or the COMMIT, the transaction is rolled back and ea
 pages written again in a transaction of its own, so that a failure stays the failing
 page's, as without grouping. A page's write notes in its scan only what writing it again
 notes alike (an action listed under another image, whether the next page is likely new);
-the rest is noted once it is answered (see ImageScan._written).
+the rest is noted once it is answered (see ImageScan._written). A scan whose page could
+not be written refuses its later pages, which the writer may already hold.
 
 Any other work (a missing mark, a refresh) runs alone, in the order it came.
 """
@@ -47,7 +48,7 @@ class PageWrite(Generic[W, T]):
     ids: frozenset[int]  # its actions: two pages that share one never share a transaction
     hold: Callable[[], AbstractContextManager[Any]]  # held from its write to the commit
     write: Callable[[Connection], W]  # in a transaction it may share with other pages
-    done: Callable[[W], T]  # once committed: its answer (a write notes nothing before)
+    done: Callable[[W], T]  # once committed: its answer, and what its scan notes then
     alone: Callable[[], T]  # its write in a transaction of its own, and its answer
     future: Future[T] = field(default_factory=Future)
 
