@@ -13,7 +13,7 @@ from sqlalchemy import Connection, select
 from etl.errors import DatabaseError
 from etl.model import hash_payload
 from etl.ready import CONTENT_HASH, ID, IMAGE_ID, Row, owned_by
-from etl.store.bulk import bulk_writer, insert_new, inserts_new
+from etl.store.bulk import bulk_writer, insert_new
 from etl.store.database import sqlite_has_json
 from etl.store.schema import image_actions
 from etl.store.upsert import execute_upsert
@@ -68,8 +68,6 @@ def insert_new_actions(
     caller reads what is stored and upserts them (upsert_actions). Duplicate ids are
     folded as upsert_actions folds them.
     """
-    if not inserts_new(conn.dialect):
-        return None
     every: Sequence[Any] = rows
     key = ID if rows and isinstance(rows[0], tuple) else "id"
     latest = list({row[key]: row for row in every}.values())
