@@ -68,14 +68,19 @@ def insert_new_actions(
     caller reads what is stored and upserts them (upsert_actions). Duplicate ids are
     folded as upsert_actions folds them.
     """
-    every: Sequence[Any] = rows
-    key = ID if rows and isinstance(rows[0], tuple) else "id"
-    latest = list({row[key]: row for row in every}.values())
+    latest = list(_latest(rows).values())
     if not latest:
         return UpsertCounts()
     if not insert_new(conn, latest, now):
         return None
     return UpsertCounts(inserted=len(latest))
+
+
+def _latest(rows: Sequence[Row]) -> dict[int, Any]:
+    """Return the rows by id, the last of each (a page may list an action twice)."""
+    every: Sequence[Any] = rows
+    key = ID if rows and isinstance(rows[0], tuple) else "id"  # etl.ready's tuples, or dicts
+    return {row[key]: row for row in every}
 
 
 class Stored(NamedTuple):
@@ -154,11 +159,8 @@ def upsert_actions(
     transform's dicts, or all ready for a bulk writer (etl.ready's tuples or COPY lines).
     """
     ready = bool(rows) and isinstance(rows[0], tuple)  # etl.ready's tuples, or dicts
-    key, image, fingerprint = (
-        (ID, IMAGE_ID, CONTENT_HASH) if ready else ("id", "image_id", "content_hash")
-    )
-    every: Sequence[Any] = rows
-    latest: dict[int, Any] = {row[key]: row for row in every}
+    image, fingerprint = (IMAGE_ID, CONTENT_HASH) if ready else ("image_id", "content_hash")
+    latest = _latest(rows)
     if not latest:
         return UpsertCounts()
     if stored is None:

@@ -407,7 +407,7 @@ class ImageScan:
         """
         writer = self.ctx.writer
         result = self.result
-        grouped = isinstance(writer, GroupWriter)
+        grouped = writer if isinstance(writer, GroupWriter) else None
         pending: deque[tuple[Page, Future[tuple[Split, UpsertCounts]]]] = deque()
 
         def account(left: int) -> None:
@@ -419,7 +419,7 @@ class ImageScan:
             for page in pages:  # fetching this page overlaps writing the ones before
                 if page.number == 1:
                     result.first_page_digest = page.digest
-                account(1 if grouped else 0)
+                account(0 if grouped is None else 1)
                 if isinstance(page.prepared, Quick):  # counted once the listing ends
                     account(0)
                     self._prints.take_unread(page)
@@ -434,8 +434,8 @@ class ImageScan:
                         self._account(page, *taken, state, taken=True)
                         continue
                 items = self._actions(page)
-                if isinstance(writer, GroupWriter):  # SQLite's: pages queued commit together
-                    write = writer.submit_page(self._page_write(items, page=page.number))
+                if grouped is not None:  # SQLite's writer: pages queued commit together
+                    write = grouped.submit_page(self._page_write(items, page=page.number))
                 else:
                     write = writer.submit(self._store, items, page=page.number)
                 pending.append((page, write))
