@@ -136,7 +136,10 @@ def hash_payload(encoded: bytes, image_id: int) -> str:
     stored by them keep their fingerprints (but for floats the two spell differently,
     such as 1e-07 against 1e-7, rewritten once).
     """
-    return hashlib.blake2b(b"[%d,%b]" % (image_id, encoded), digest_size=16).hexdigest()
+    digest = hashlib.blake2b(b"[%d," % image_id, digest_size=16)
+    digest.update(encoded)  # fed in parts: no copy of the payload (a tenth of the hash's time)
+    digest.update(b"]")
+    return digest.hexdigest()
 
 
 def content_hash(raw: Mapping[str, Any], image_id: int) -> str:

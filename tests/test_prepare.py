@@ -169,6 +169,24 @@ def pipe_limit() -> int:
 
 
 @pytest.mark.skipif(pipe_limit() < preparer_module.PIPE_SIZE, reason="Linux's pipe sizes")
+def test_both_pipes_to_the_helper_hold_a_page_whole() -> None:
+    """Neither side waits halfway through a page or its answer for the other to read."""
+    import fcntl
+
+    helper = Helper()
+    try:
+        sizes = [
+            fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) for fd in (helper._input, helper._answers.fileno())
+        ]
+        answer = helper.call(a_page(), 7, {"form": "naive", "max_depth": None})
+    finally:
+        helper.close()
+
+    assert sizes == [preparer_module.PIPE_SIZE] * 2
+    assert answer == prepare_page(a_page(), 7, form="naive", max_depth=None)
+
+
+@pytest.mark.skipif(pipe_limit() < preparer_module.PIPE_SIZE, reason="Linux's pipe sizes")
 def test_a_page_larger_than_a_default_pipe_reaches_the_helper_in_one_write(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

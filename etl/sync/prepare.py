@@ -13,7 +13,6 @@ Light on purpose: the helper imports this module, and nothing of SQLAlchemy or r
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -77,8 +76,10 @@ def prepare_items(
         is_dict = type(raw) is dict
         encoded = None
         if is_dict:
-            with contextlib.suppress(TransformError):  # transformed below, which says why
+            try:  # (contextlib.suppress would cost a twentieth of the action's work)
                 encoded = encode_payload(raw, max_depth=max_depth)
+            except TransformError:  # transformed below, which says why
+                encoded = None
         raw_id = raw.get("id") if is_dict else None
         try:
             status, ready = ready_action(

@@ -85,6 +85,9 @@ class Helper:
         os.set_blocking(self._input, False)
         widen_pipe(self._input)
         self._answers = cast(IO[bytes], self._process.stdout)
+        # An answer (100 KB and more) whole, too: else the helper waits halfway through
+        # each for the run's reader, which waits for the GIL, before it takes the next page.
+        widen_pipe(self._answers.fileno())
         self._sending = threading.RLock()  # also held while the calls waiting are failed
         self._waiting: deque[Future[Any]] = deque()
         self.alive = True
