@@ -190,6 +190,15 @@ def test_parse_timestamp_result_is_utc_not_just_equal() -> None:
         pytest.param({"id": 1, "type": "x" * 256}, "at most 255", id="long-type"),
         pytest.param({"id": 1, "region": "nyc3"}, "region must be an object", id="str-region"),
         pytest.param({"id": 1, "region": {"sizes": "s"}}, "list of strings", id="sizes-str"),
+        pytest.param(
+            {"id": 1, "region": {"sizes": ["s-1vcpu-1gb", 2]}}, "list of strings", id="sizes-int"
+        ),
+        pytest.param(
+            {"id": 1, "region": {"features": [None]}}, "features must be", id="features-null"
+        ),
+        pytest.param(
+            {"id": 1, "region": {"features": ["ipv6", ["nested"]]}}, "features", id="features-list"
+        ),
         pytest.param({"id": 1, "region": {"available": "y"}}, "available must be", id="avail-str"),
         pytest.param({"id": 1, "resource_id": 1.5}, "resource_id must be", id="float-resource"),
         pytest.param([1, 2], "must be a JSON object", id="not-object"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from itertools import repeat
 from typing import Any, cast
 
 from etl.errors import TransformError
@@ -59,9 +58,14 @@ def _text(value: Any, field: str) -> str | None:
 def _strings(value: Any, field: str) -> list[str] | None:
     if value is None:
         return None
-    if not isinstance(value, list) or not all(map(isinstance, value, repeat(str))):
-        raise TransformError(f"{field} must be a list of strings")
-    return value
+    if isinstance(value, list):
+        try:  # join refuses any item that is not a string, in C: a third of all(isinstance)
+            "".join(value)
+        except TypeError:
+            pass
+        else:
+            return value
+    raise TransformError(f"{field} must be a list of strings")
 
 
 # An action's own columns, in image_actions' order: what action_values returns.
