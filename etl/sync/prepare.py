@@ -76,7 +76,7 @@ def prepare_items(
         is_dict = type(raw) is dict
         encoded = None
         if is_dict:
-            try:  # (contextlib.suppress would cost a twentieth of the action's work)
+            try:  # (contextlib.suppress, a context manager an action, cost 3-4% of it)
                 encoded = encode_payload(raw, max_depth=max_depth)
             except TransformError:  # transformed below, which says why
                 encoded = None
