@@ -83,6 +83,18 @@ def encode_payload(raw: Any, *, max_depth: int | None = None) -> bytes:
     return encoded
 
 
+def encode_or_none(raw: Any, *, max_depth: int | None = None) -> bytes | None:
+    """Return encode_payload's bytes, or None where it refuses (the transform says why).
+
+    (A function, not contextlib.suppress: a context manager an action cost 3-4% of
+    preparing it.)
+    """
+    try:
+        return encode_payload(raw, max_depth=max_depth)
+    except TransformError:
+        return None
+
+
 def _encode_with_json(raw: Any) -> bytes:
     try:
         return json.dumps(

@@ -640,7 +640,12 @@ class ImageScan:
 
     def _store(self, items: list[Any] | PreparedPage, *, page: int) -> tuple[Split, UpsertCounts]:
         """Store a page's actions in one transaction (a crash keeps the pages before)."""
-        ids = listed_ids(items)
+        return self._store_listed(items, listed_ids(items), page)
+
+    def _store_listed(
+        self, items: list[Any] | PreparedPage, ids: list[int], page: int
+    ) -> tuple[Split, UpsertCounts]:
+        """Do _store for a page whose listed ids are known already."""
         with self.ctx.turns.turn(ids), self.ctx.engine.begin() as conn:
             written = self._write(conn, items, ids, page)
         return self._written(written, page)
@@ -658,7 +663,7 @@ class ImageScan:
         def alone() -> tuple[Split, UpsertCounts]:  # its last try (see etl.sync.writer)
             self._after_unwritten(page)
             try:
-                return self._store(items, page=page)
+                return self._store_listed(items, ids, page)
             except BaseException:
                 self._unwritten = True
                 raise

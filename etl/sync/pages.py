@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from etl.errors import TransformError
-from etl.model import encode_payload, hash_payload
+from etl.model import encode_or_none, hash_payload
 from etl.ready import CONTENT_HASH, ID, Ready, Row
 from etl.source.transform import flatten_action
 from etl.store.ledger import Rejected
@@ -56,8 +55,7 @@ def split_page(
         stored = known.get(action_id) if known and type(action_id) is int else None
         encoded = None
         if stored is not None and action_id not in twice:
-            with contextlib.suppress(TransformError):  # transformed below, which says why
-                encoded = encode_payload(raw, max_depth=max_depth)
+            encoded = encode_or_none(raw, max_depth=max_depth)  # None: transformed below
             if encoded is not None and hash_payload(encoded, image_id) == stored:
                 split.ids.append(raw["id"])  # a stored id: a whole number in 1..2^63-1
                 split.statuses.append(raw.get("status"))
