@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 
 from etl.fake import FakeApi, World
 from etl.source.transform import flatten_action
@@ -78,6 +78,48 @@ def test_a_stored_id_among_new_rows_writes_none_of_them(engine: Engine) -> None:
         (13, T0),
         (14, T1),
     ]
+
+
+def test_a_stored_id_among_new_rows_that_open_their_transaction_writes_none_of_them(
+    engine: Engine,
+) -> None:
+    """With nothing before them, PostgreSQL rolls their whole transaction back; it goes on."""
+    with engine.begin() as conn:
+        upsert_actions(conn, rows_of(13), now=T0)
+    with engine.begin() as conn:
+        assert insert_new_actions(conn, rows_of(12, 13, 14), now=T1) is None  # its first write
+        assert conn.execute(select(func.count()).select_from(image_actions)).scalar_one() == 1
+        counts = upsert_actions(conn, rows_of(12, 13, 14), now=T1)
+        upsert_actions(conn, rows_of(15), now=T1)
+
+    assert counts == UpsertCounts(inserted=2, unchanged=1)
+    rows = read_rows(engine)
+    assert [(row["id"], row["changed_at"]) for row in rows] == [
+        (12, T1),
+        (13, T0),
+        (14, T1),
+        (15, T1),
+    ]
+
+
+@pytest.mark.parametrize("database_url", DIALECT_PARAMS[1:2], indirect=True)  # PostgreSQL
+def test_new_rows_that_open_their_transaction_are_copied_in_without_a_savepoint(
+    engine: Engine,
+) -> None:
+    """A savepoint is taken only when the transaction holds something a rollback would undo.
+
+    A row written under a savepoint carries its subtransaction's id (xmin), not the
+    transaction's own.
+    """
+    with engine.begin() as conn:
+        insert_new_actions(conn, rows_of(1), now=T1)  # its first statement
+        insert_new_actions(conn, rows_of(2), now=T1)  # after a write: under a savepoint
+        own = conn.execute(text("SELECT txid_current() % 4294967296")).scalar_one()
+        xmin = dict(conn.execute(text("SELECT id, xmin::text::bigint FROM image_actions")).all())
+
+    assert xmin[1] == own
+    assert xmin[2] != own
+    assert stored_count(engine) == 2
 
 
 def test_a_page_larger_than_one_sqlite_statement_is_left_to_the_upsert(engine: Engine) -> None:
