@@ -10,8 +10,8 @@ the driver ready. Each dialect gets its cheapest bulk upsert:
 - PostgreSQL (psycopg): ``COPY`` into a temporary table, then one
   ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``; rows prepared as COPY lines (etl.ready)
   go to COPY in one write. Rows the page's read found none of (a first sync's) are copied
-  straight into the table, under a savepoint: no staging, no second statement; should
-  one have been stored meanwhile, the savepoint is rolled back and they take the upsert;
+  straight into the table: no staging, no second statement; should one have been stored
+  meanwhile, the copy is undone (see _copied_in) and they take the upsert;
 - MySQL/MariaDB: ``executemany`` of ``INSERT ... ON DUPLICATE KEY UPDATE``, which the
   driver sends as large multi-row INSERTs.
 
@@ -20,8 +20,8 @@ so an unchanged row is never rewritten, whoever else writes meanwhile. Other dia
 drivers (DuckDB, psycopg2) take SQLAlchemy's statement (see load.execute_upsert).
 
 SQLite and PostgreSQL also insert rows expected new without a read before (insert_new): a
-plain multi-row INSERT, or the COPY under its savepoint, that writes nothing of them should
-one be stored after all.
+plain multi-row INSERT, or the COPY, that writes nothing of them should one be stored after
+all.
 """
 
 from __future__ import annotations
