@@ -5,10 +5,11 @@ python -m bench.run --scenario 100k --dialects sqlite --reps 1
 
 The floor (bench.floor) is measured in the same run, on the same fake and the same kind of
 fresh database: the cheapest fetch of the same pages, and the cheapest upsert of their rows.
-Each repetition measures its own floor just before the syncs it is compared with (the
-fetch alone again just before a --full run), and ``x floor`` is the median of the
-repetitions' own ratios: this machine's speed drifts by 10-20% within minutes, which a
-ratio of two medians taken minutes apart carries whole.
+Each repetition measures its own floor just before and just after each sync it is
+compared with (the fetch alone before and after a --full run) and divides the sync by
+their mean, and ``x floor`` is the median of the repetitions' own ratios: this machine's
+speed drifts by 10-20% within minutes, which a ratio of two medians taken minutes apart
+carries whole, and one floor taken before a sync carries half of.
 """
 
 from __future__ import annotations
@@ -226,6 +227,11 @@ COLUMNS = ["scenario", "database", "seconds", "actions/s", "requests", "peak RSS
            "floor s", "fetch s", "upsert s", "x floor", "each run", "note"]  # fmt: skip
 
 
+def bracket(before: dict[str, Any], after: dict[str, Any]) -> float:
+    """Return the floor at the moment of a sync measured between two floors: their mean."""
+    return float(before["fetch"] + before["upsert"] + after["fetch"] + after["upsert"]) / 2
+
+
 def median(values: list[float]) -> float:
     """Return the median."""
     return statistics.median(values)
@@ -244,27 +250,35 @@ def scenario_syncs(
     """Full, incremental and unchanged --full syncs of images x actions, beside the floor.
 
     Per dialect and repetition: the floor into one fresh database; then into another, a
-    first sync (everything new), an incremental one, the fetch floor again and a --full
-    sync over the same data. Each sync's ratio is to the floor measured just before it.
+    first sync (everything new), the floor again into a third, an incremental sync, the
+    fetch floor, a --full sync over the same data and the fetch floor again. Each sync's
+    ratio is to the mean of the floors measured just before and just after it.
     """
     rows = []
     label = label or f"{images}x{actions}"
     with fake_api(images, actions, region_scale=region_scale) as fake:
         for dialect in dialects:
             floors, fetches, full, incremental, unchanged = [], [], [], [], []
+            ratios, unchanged_ratios = [], []
             for _ in range(reps):
                 with database(dialect, folder) as floor_db:
-                    floors.append(floor(fake, floor_db))
+                    before = floor(fake, floor_db)
                 with database(dialect, folder) as db:
                     full.append(sync(fake, db))
+                    with database(dialect, folder) as floor_db:
+                        after = floor(fake, floor_db)
                     incremental.append(sync(fake, db))
-                    fetches.append(floor(fake, db, fetch_only=True)["fetch"])
+                    fetch_before = floor(fake, db, fetch_only=True)["fetch"]
                     unchanged.append(sync(fake, db, full=True))
+                    fetch_after = floor(fake, db, fetch_only=True)["fetch"]
+                floors += [before, after]
+                fetches += [fetch_before, fetch_after]
+                ratios.append(full[-1]["seconds"] / bracket(before, after))
+                unchanged_ratios.append(
+                    unchanged[-1]["seconds"] / ((fetch_before + fetch_after) / 2)
+                )
             base = Floor.of(floors)
             full_s = median([r["seconds"] for r in full])
-            ratios = [
-                r["seconds"] / (f["fetch"] + f["upsert"]) for r, f in zip(full, floors, strict=True)
-            ]
             rows.append(Row(f"{label} full", dialect, full_s, full[0]["inserted"],
                             full[0]["requests"], median([r["peak"] for r in full]), base,
                             ratios=ratios, note=f"{fake.page_kb:.0f} KB a page"))  # fmt: skip
@@ -283,7 +297,7 @@ def scenario_syncs(
                     median([r["peak"] for r in unchanged]),
                     Floor(median(fetches), 0.0, median(fetches)),
                     against="fetch",
-                    ratios=[r["seconds"] / f for r, f in zip(unchanged, fetches, strict=True)],
+                    ratios=unchanged_ratios,
                     note=f"{same['updated']} updated; target <= 1.3x the fetch floor",
                 )
             )
@@ -337,8 +351,8 @@ def main() -> None:
             rows += scenario_ratelimit(args.reps, folder, 1000)
     print(f"medians of {args.reps} runs; seconds are the sync's own clock (no interpreter "
           "start); floor s = fetch s + upsert s, bench.floor's clocks (a --full row's fetch s: "
-          "the fetch alone, measured before each such run); x floor is the median of each "
-          "run's seconds over the floor measured just before it (each run)")  # fmt: skip
+          "the fetch alone); x floor is the median of each run's seconds over the mean of the "
+          "floors measured just before and just after it (each run)")  # fmt: skip
     print(format_table([row.cells() for row in rows], COLUMNS))
 
 
