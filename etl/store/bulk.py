@@ -331,11 +331,11 @@ def _copied_in(conn: Connection, cursor: Any, block: bytes, values: Sequence[Rea
     except IntegrityError as exc:
         if getattr(exc.orig, "sqlstate", None) != UNIQUE_VIOLATION:
             raise
-        undo = "ROLLBACK" if opens else _ROLLBACK
-        with _wrapped(conn, undo):
-            if opens:
+        if opens:
+            with _wrapped(conn, "ROLLBACK"):
                 driver.rollback()  # the next statement opens a new transaction, as the first did
-            else:
+        else:
+            with _wrapped(conn, _ROLLBACK):
                 cursor.execute(_ROLLBACK)
         return False
     return True
