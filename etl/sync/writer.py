@@ -16,6 +16,9 @@ the rest is noted once it is answered (see ImageScan._written). A scan whose pag
 not be written refuses its later pages, which the writer may already hold.
 
 Any other work (a missing mark, a refresh) runs alone, in the order it came.
+
+The log's checkpoints, which SQLite would run on the committing thread every few pages,
+run beside it (etl.store.checkpoint): the writer is what the run waits for.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from functools import partial
 from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import Connection, Engine
+
+from etl.store.checkpoint import Checkpointer
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +61,12 @@ class PageWrite(Generic[W, T]):
 class GroupWriter(Executor):
     """An executor of one thread that writes the pages queued together in one transaction."""
 
-    def __init__(self, engine: Engine, *, name: str = "write") -> None:
+    def __init__(
+        self, engine: Engine, *, name: str = "write", checkpointer: Checkpointer | None = None
+    ) -> None:
+        """``checkpointer``: runs the log's checkpoints beside the writer (one of the engine's)."""
         self._engine = engine
+        self._checkpointer = checkpointer or Checkpointer(engine)
         self._queue: deque[PageWrite[Any, Any] | tuple[Future[Any], Callable[[], Any]] | None]
         self._queue = deque()
         self._changed = threading.Condition()
@@ -86,6 +95,7 @@ class GroupWriter(Executor):
                 self._changed.notify()
         if wait:
             self._thread.join()
+        self._checkpointer.close(wait=wait)  # what was committed, copied before the run ends
 
     def _put(self, item: PageWrite[Any, Any] | tuple[Future[Any], Callable[[], Any]]) -> None:
         with self._changed:
@@ -129,6 +139,7 @@ class GroupWriter(Executor):
         try:
             # The turns are let go after the commit: the transaction's context exits first.
             with ExitStack() as held, self._engine.begin() as conn:
+                self._checkpointer.adopt(conn)
                 page: PageWrite[Any, Any] | None = first
                 while page is not None:
                     held.enter_context(page.hold())
@@ -149,6 +160,7 @@ class GroupWriter(Executor):
             for page in group:
                 page.future.set_exception(exc)
             return
+        self._checkpointer.committed(len(group))
         for page, value in zip(group, written, strict=True):
             _answer(page.future, partial(page.done, value))
 
