@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 
 PAGES_A_CHECKPOINT = 8  # pages of actions: about the 1,000 pages of log SQLite would wait for
 FALLBACK_PAGES = 10_000  # the writer's own wal_autocheckpoint meanwhile: about 40 MB of log
-ADOPTED = "etl_checkpointed_beside"  # in a connection's info: its own wal_autocheckpoint
+# In a connection's info: (the checkpointer that took it, its own wal_autocheckpoint).
+ADOPTED = "etl_checkpointed_beside"
 _CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
 
 
@@ -49,13 +50,17 @@ class Checkpointer:
         every: int = PAGES_A_CHECKPOINT,
         connect: Callable[[], Any] | None = None,
     ) -> None:
-        """``connect``: return the thread's connection, as engine.raw_connection (its default)."""
+        """``connect``: return the thread's connection, as engine.raw_connection (its default).
+
+        The thread holds one of the engine's pooled connections while it runs.
+        """
         self._connect = connect or engine.raw_connection
         self._every = every
         self._changed = threading.Condition()
         self._pending = 0  # pages committed since the last checkpoint was asked for
         self._asked = False
         self._closing = False
+        self._unlogged = False  # the database keeps no write-ahead log: nothing to do
         self._thread: threading.Thread | None = None
         self.checkpoints = 0  # run so far
         self.failed: str | None = None  # why it stopped, if it did
@@ -63,33 +68,37 @@ class Checkpointer:
     def adopt(self, conn: Connection) -> bool:
         """Leave ``conn``'s checkpoints to this checkpointer; the writer asks at each transaction.
 
-        Return whether it took them: only a database in WAL mode has a log to copy (not an
-        in-memory one). Its thread starts with the first connection it takes; once it has
-        stopped, a connection it took gets its own checkpoints back.
+        Return whether it took them: only SQLite in WAL mode has a log to copy (not an
+        in-memory database). Its thread starts with the first connection it takes. Should
+        it fail, a connection it took gets its own checkpoints back here; once it is
+        closed, the connections keep the fallback (see close).
         """
-        own = conn.info.get(ADOPTED)
+        mark: tuple[Checkpointer, int] | None = conn.info.get(ADOPTED)
         try:
-            if own is not None and self.failed is None:
+            if mark is not None and mark[0] is self and self.failed is None:
                 return True
-            if own is not None:
-                conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint={int(own)}")
+            if self._takes(conn):
+                # Another checkpointer's mark (the engine served an earlier writer) kept
+                # the connection's own setting: it is still the one to give back.
+                own = mark[1] if mark is not None else _autocheckpoint(conn)
+                conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
+                conn.info[ADOPTED] = (self, own)
+                return True
+            if mark is not None:  # taken by one that failed since: its own back
+                conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint={mark[1]}")
                 del conn.info[ADOPTED]
-                return False
-            if self.failed is not None or self._closing:
-                return False
-            if str(conn.exec_driver_sql("PRAGMA journal_mode").scalar()).lower() != "wal":
-                return False
-            own = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
-            conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
-        except SQLAlchemyError as exc:  # the writer's transaction is SQLite's own to fail
+        except SQLAlchemyError as exc:  # a failed PRAGMA leaves the transaction usable
             self._stop(exc)
+        return False
+
+    def _takes(self, conn: Connection) -> bool:
+        """Return whether the thread runs (started now if need be) for ``conn``'s database."""
+        if self.failed is not None or self._closing or self._unlogged:
             return False
-        conn.info[ADOPTED] = own
-        with self._changed:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="checkpoint", daemon=True)
-                self._thread.start()
-        return True
+        if conn.dialect.name != "sqlite" or not _logged(conn):
+            self._unlogged = True
+            return False
+        return self._started()
 
     def committed(self, pages: int) -> None:
         """Note ``pages`` committed by the writer; ask for a checkpoint every ``every``."""
@@ -103,9 +112,10 @@ class Checkpointer:
     def close(self, *, wait: bool = True) -> None:
         """Run a last checkpoint of what the writer committed, then end the thread.
 
-        ``wait``: until it has ended. The connections it took keep their fallback until
-        the engine is disposed (a run disposes of its own), which checkpoints what is left
-        as it closes the last of them.
+        Called by the writer once it has committed its last page. ``wait``: until the
+        thread has ended. The connections it took keep their fallback until the engine is
+        disposed (a run disposes of its own); closing the database's last connection
+        checkpoints what is left of the log and removes it.
         """
         with self._changed:
             self._closing = True
@@ -115,10 +125,26 @@ class Checkpointer:
         if thread is not None and wait:
             thread.join()
 
+    def _started(self) -> bool:
+        """Start the thread, once; return False (and stop) if it cannot start."""
+        with self._changed:
+            if self._thread is not None:
+                return True
+            thread = threading.Thread(target=self._run, name="checkpoint", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError as exc:  # no thread to be had: the writer checkpoints
+                failure: Exception = exc
+            else:
+                self._thread = thread
+                return True
+        self._stop(failure)
+        return False
+
     def _run(self) -> None:
         try:
             raw = self._connect()
-        except Exception as exc:  # the writer's own checkpoints go on
+        except Exception as exc:  # the writer's own checkpoints come back
             self._stop(exc)
             return
         try:
@@ -129,9 +155,15 @@ class Checkpointer:
                     asked, closing = self._asked, self._closing
                     self._asked = False
                 if asked:
-                    driver.execute(_CHECKPOINT).fetchall()
+                    busy, log, copied = driver.execute(_CHECKPOINT).fetchall()[0]
                     self.checkpoints += 1
-                    logger.debug("checkpoint %d beside the writer", self.checkpoints)
+                    logger.debug(
+                        "checkpoint %d beside the writer: %s of %s pages of log copied%s",
+                        self.checkpoints,
+                        copied,
+                        log,
+                        " (some still read)" if busy else "",
+                    )
                 if closing:
                     return
         except Exception as exc:
@@ -140,5 +172,17 @@ class Checkpointer:
             raw.close()
 
     def _stop(self, exc: Exception) -> None:
-        self.failed = f"{type(exc).__name__}: {exc}"[:300]
-        logger.info("checkpoints are left to the writer (%s)", self.failed)
+        with self._changed:
+            self.failed = f"{type(exc).__name__}: {exc}"[:300]
+            self._closing = True  # the thread, if it runs, ends
+            self._changed.notify()
+        logger.warning("checkpoints are left to the writer (%s)", self.failed)
+
+
+def _logged(conn: Connection) -> bool:
+    """Return whether the connection's database keeps a write-ahead log."""
+    return str(conn.exec_driver_sql("PRAGMA journal_mode").scalar()).lower() == "wal"
+
+
+def _autocheckpoint(conn: Connection) -> int:
+    return int(conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one())

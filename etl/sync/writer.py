@@ -64,7 +64,7 @@ class GroupWriter(Executor):
     def __init__(
         self, engine: Engine, *, name: str = "write", checkpointer: Checkpointer | None = None
     ) -> None:
-        """``checkpointer``: runs the log's checkpoints beside the writer (one of the engine's)."""
+        """``checkpointer``: runs the log's checkpoints beside the writer (a new one by default)."""
         self._engine = engine
         self._checkpointer = checkpointer or Checkpointer(engine)
         self._queue: deque[PageWrite[Any, Any] | tuple[Future[Any], Callable[[], Any]] | None]
@@ -95,7 +95,6 @@ class GroupWriter(Executor):
                 self._changed.notify()
         if wait:
             self._thread.join()
-        self._checkpointer.close(wait=wait)  # what was committed, copied before the run ends
 
     def _put(self, item: PageWrite[Any, Any] | tuple[Future[Any], Callable[[], Any]]) -> None:
         with self._changed:
@@ -105,6 +104,12 @@ class GroupWriter(Executor):
             self._changed.notify()
 
     def _run(self) -> None:
+        try:
+            self._take()
+        finally:  # what was committed, copied before the writer is done
+            self._checkpointer.close()
+
+    def _take(self) -> None:
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: bool(self._queue))
