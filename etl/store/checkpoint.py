@@ -109,20 +109,20 @@ class Checkpointer:
                 self._asked = True
                 self._changed.notify()
 
-    def close(self, *, wait: bool = True) -> None:
-        """Run a last checkpoint of what the writer committed, then end the thread.
+    def close(self) -> None:
+        """Run a last checkpoint of what the writer committed, and wait for the thread's end.
 
-        Called by the writer once it has committed its last page. ``wait``: until the
-        thread has ended. The connections it took keep their fallback until the engine is
-        disposed (a run disposes of its own); closing the database's last connection
-        checkpoints what is left of the log and removes it.
+        Called by the writer once it has committed its last page. The connections it took
+        keep their fallback until the engine is disposed (a run disposes of its own);
+        closing the database's last connection checkpoints what is left of the log and
+        removes it.
         """
         with self._changed:
             self._closing = True
             self._asked = self._asked or self._pending > 0
             self._changed.notify()
             thread = self._thread
-        if thread is not None and wait:
+        if thread is not None:
             thread.join()
 
     def _started(self) -> bool:
